@@ -1,0 +1,2 @@
+"""energyvae: energy-based variational autoencoders in PyTorch."""
+__version__ = "0.1.0"

@@ -1,0 +1,182 @@
+"""YAML run configs with dotted ``key=value`` overrides, validated before anything runs.
+
+A config has five sections::
+
+    run:   {dir: runs/NAME}                 # where checkpoints, logs and figures go
+    data:  {name: digits, ...}              # energyvae.data.DataConfig
+    model: {name: vae, latent_dim: 8, encoder: {name: mlp}, ...}   # a model from MODELS
+    train: {steps: 2000, batch_size: 128, lr: 1e-3, ...}          # TrainConfig
+    eval:  {iw_samples: 100, ...}                                   # EvalConfig
+
+Every key is checked: an unknown key, a wrong type or an out-of-range value raises one
+:class:`ConfigError` naming the dotted key.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .registry import check, parse_params
+
+SECTIONS = ("run", "data", "model", "train", "eval")
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; ``lr``/``betas`` are those of the model's main ("vae") update.
+
+    Components that bring their own optimizer (EBM priors, samplers, calibrators) take their
+    own learning rates from their own config sections.
+    """
+    steps: int | None = 2000          # total optimisation steps (or give epochs)
+    epochs: int | None = None
+    batch_size: int = 128             # global batch, split evenly over DDP processes
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None    # max global grad norm per update; None disables
+    ema: float = 0.0                  # EMA decay of the weights used for evaluation; 0 disables
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 50
+    eval_batches: int | None = None   # cap on validation batches per evaluation
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        check((self.steps is None) != (self.epochs is None), "give exactly one of steps and epochs")
+        check(self.steps is None or self.steps > 0, f"steps must be > 0, got {self.steps}")
+        check(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              f"betas must be two numbers in [0, 1), got {self.betas}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
+        check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
+        for k in ("eval_every", "checkpoint_every", "log_every"):
+            check(getattr(self, k) > 0, f"{k} must be > 0, got {getattr(self, k)}")
+        check(self.eval_batches is None or self.eval_batches > 0, "eval_batches must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    """What the end of ``energyvae train`` computes and draws."""
+    iw_samples: int = 100             # K of the importance-weighted NLL bound on the test split
+    iw_max_examples: int = 1000       # test examples used for the IW bound
+    n_samples: int = 64               # sample grid size
+    n_reconstructions: int = 16
+
+    def __post_init__(self):
+        check(self.iw_samples >= 0, f"iw_samples must be >= 0, got {self.iw_samples}")
+        check(self.iw_max_examples > 0, "iw_max_examples must be > 0")
+        check(self.n_samples > 0 and self.n_reconstructions > 0, "n_samples and n_reconstructions must be > 0")
+
+
+@dataclass
+class Config:
+    run: RunConfig
+    data: Any                # energyvae.data.DataConfig
+    model: tuple[str, Any]   # (model name, its params dataclass)
+    train: TrainConfig
+    eval: EvalConfig
+    raw: dict = field(default_factory=dict)   # the merged, validated mapping (saved with the run)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in SECTIONS:
+            raise ConfigError(f"{key}: unknown key (top-level sections: {', '.join(SECTIONS)})")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a nested mapping into a :class:`Config`."""
+    from .data import DataConfig
+    from .models import MODELS
+
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown key (top-level sections: {', '.join(SECTIONS)})")
+    model_spec = dict(raw.get("model") or {})
+    model_spec.setdefault("name", "vae")
+    cfg = Config(
+        run=parse_params(RunConfig, raw.get("run"), "run"),
+        data=parse_params(DataConfig, raw.get("data"), "data"),
+        model=MODELS.parse(model_spec, "model"),
+        train=parse_params(TrainConfig, raw.get("train"), "train"),
+        eval=parse_params(EvalConfig, raw.get("eval"), "eval"),
+    )
+    cfg.raw = {
+        "run": dataclasses.asdict(cfg.run),
+        "data": dataclasses.asdict(cfg.data),
+        "model": {"name": cfg.model[0], **dataclasses.asdict(cfg.model[1])},
+        "train": dataclasses.asdict(cfg.train),
+        "eval": dataclasses.asdict(cfg.eval),
+    }
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    raw = read_yaml(path) if path is not None else {}
+    return build_config(apply_overrides(raw, list(overrides)))
+
+
+def dump_config(cfg: Config) -> str:
+    def plain(o):
+        if isinstance(o, dict):
+            return {k: plain(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [plain(v) for v in o]
+        return o
+    return yaml.safe_dump(plain(cfg.raw), sort_keys=False)

@@ -1,0 +1,10 @@
+"""Models and their parts. ``build_model(cfg, data)`` builds the configured model."""
+from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec  # noqa: F401
+from . import posterior, priors, reconstruction, vae  # noqa: F401,E402  (register the built-ins)
+
+
+def build_model(model_cfg, data_shape, data_kind="image", value_range=None):
+    """Build a model from a config's ``(name, params)`` pair."""
+    name, params = model_cfg
+    ctx = ModelContext(tuple(data_shape), data_kind, value_range)
+    return MODELS._entries[name].builder(params, ctx)

@@ -1,0 +1,76 @@
+"""Registries of model parts and the contract between a model and the trainer.
+
+A model is an ``nn.Module`` that lists its optimisation *updates* (one optimizer each) and
+computes the loss of an update on a batch::
+
+    model.updates(train_cfg) -> list[UpdateSpec]      # e.g. [vae] or [vae, prior] or [ebm, vae]
+    model(update_name, x, state) -> (loss, logs)      # scalar loss, dict of floats
+    model.after_update(update_name, state)            # non-gradient steps (e.g. a dual variable)
+    model.evaluate(x) -> dict[str, Tensor[B]]         # per-example validation metrics (nats)
+
+``state`` is a dict shared by the updates of one training step (e.g. the VAE update leaves
+its posterior samples ``state["z_posterior"]`` for a prior update that fits them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+POSTERIORS = Registry("posterior")
+PRIORS = Registry("prior")
+RECONSTRUCTIONS = Registry("reconstruction")
+CALIBRATORS = Registry("calibrator")
+MODELS = Registry("model")
+
+
+@dataclass
+class UpdateSpec:
+    """One optimizer and the parameters it steps.
+
+    ``lr``/``betas`` of None take the train section's values. Updates run in ascending
+    ``order`` every ``every`` steps (order 0 is the VAE update).
+    """
+    name: str
+    params: list[nn.Parameter]
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+    every: int = 1
+    order: int = 0
+    grad_clip: float | None = None
+
+
+class Component(nn.Module):
+    """A model part that may bring its own optimisation updates (priors, calibrators)."""
+
+    def updates(self) -> list[UpdateSpec]:
+        return []
+
+    def update_loss(self, name: str, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        raise KeyError(f"{type(self).__name__} has no update {name!r}")
+
+    def after_update(self, name: str, state: dict) -> None:
+        """Non-gradient work after update ``name`` (default: nothing)."""
+
+
+class Calibrator(Component):
+    """An optional part that adds a term to the VAE loss (EC-VAE's energy calibration).
+
+    ``vae_loss_term(model, x, state)`` returns (scalar loss added to the VAE update, logs).
+    """
+
+    def vae_loss_term(self, model: nn.Module, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+
+@dataclass
+class ModelContext:
+    """What a model builder gets to know about the data."""
+    data_shape: tuple[int, ...]
+    data_kind: str                       # "image" | "vector"
+    value_range: tuple[float, float] | None = None
+    extra: dict = field(default_factory=dict)

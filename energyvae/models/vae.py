@@ -1,0 +1,169 @@
+"""The composed VAE: encoder, posterior, decoder, prior, reconstruction objective, calibrators.
+
+Per data point x (nats):  loss = recon(x) + kl_weight * KL(q(z|x) || p(z)) + calibrator terms,
+where for likelihood objectives recon = -E_q ln p(x|z) and ELBO = -(recon + KL) (Kingma &
+Welling 2014, Eq. 3); kl_weight != 1 is the beta-VAE. The KL is analytic when the prior
+offers it, else the one-sample estimate ln q(z|x) - ln p(z) (for an unnormalised prior this
+omits ln Z: the paper-002 "ALB").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..nets import DECODERS, ENCODERS
+from ..registry import check
+from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec
+
+
+@dataclass
+class VAEParams:
+    latent_dim: int = 16
+    encoder: dict = field(default_factory=lambda: {"name": "mlp"})
+    decoder: dict = field(default_factory=lambda: {"name": "mlp"})
+    posterior: dict = field(default_factory=lambda: {"name": "gaussian"})
+    prior: dict = field(default_factory=lambda: {"name": "normal"})
+    reconstruction: dict = field(default_factory=lambda: {"name": "bernoulli"})
+    kl_weight: float = 1.0
+    calibrators: list = field(default_factory=list)
+
+    def __post_init__(self):
+        check(self.latent_dim > 0, f"latent_dim must be > 0, got {self.latent_dim}")
+        check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        # validate every nested component now, so a bad key fails before any work starts
+        ENCODERS.parse(self.encoder, "model.encoder")
+        DECODERS.parse(self.decoder, "model.decoder")
+        POSTERIORS.parse(self.posterior, "model.posterior")
+        PRIORS.parse(self.prior, "model.prior")
+        RECONSTRUCTIONS.parse(self.reconstruction, "model.reconstruction")
+        for i, c in enumerate(self.calibrators):
+            CALIBRATORS.parse(c, f"model.calibrators.{i}")
+
+
+class VAE(nn.Module):
+    def __init__(self, p: VAEParams, ctx: ModelContext):
+        super().__init__()
+        m = p.latent_dim
+        self.latent_dim, self.kl_weight, self.data_shape = m, p.kl_weight, tuple(ctx.data_shape)
+        common = dict(latent_dim=m, data_shape=self.data_shape, data_kind=ctx.data_kind,
+                      value_range=ctx.value_range, **ctx.extra)
+        self.posterior = POSTERIORS.build(p.posterior, "model.posterior", **common)
+        self.reconstruction = RECONSTRUCTIONS.build(p.reconstruction, "model.reconstruction", **common)
+        self.encoder = ENCODERS.build(p.encoder, "model.encoder", in_shape=self.data_shape,
+                                      out_features=self.posterior.encoder_features(m))
+        self.decoder = DECODERS.build(p.decoder, "model.decoder", latent_dim=m,
+                                      out_shape=self.reconstruction.decoder_shape(self.data_shape))
+        self.prior = PRIORS.build(p.prior, "model.prior", **common)
+        self.calibrators = nn.ModuleList(
+            CALIBRATORS.build(c, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
+
+    # -- the parts -------------------------------------------------------------------------
+    def encode(self, x):
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z):
+        """Raw decoder output for latents of shape [..., m] (leading dims are batched)."""
+        lead = z.shape[:-1]
+        out = self.decoder(z.reshape(-1, self.latent_dim))
+        return out.reshape(*lead, *out.shape[1:])
+
+    def kl(self, q, z):
+        """KL(q || p) per example: analytic if the prior has it, else ln q(z) - ln p(z)."""
+        kl = self.prior.kl(q)
+        if kl is not None:
+            return kl
+        if q.deterministic:
+            return -self.prior.log_prob(z)
+        return q.log_prob(z) - self.prior.log_prob(z)
+
+    def terms(self, x):
+        """Per-example reconstruction and KL terms, and the posterior sample used."""
+        q = self.encode(x)
+        recon, z, logs = self.reconstruction.loss(x, q, self.decode)
+        return recon, self.kl(q, z), z, q, logs
+
+    # -- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Data-space samples: z ~ prior (its own sampler), then the decoder's mean."""
+        return self.reconstruction.mean(self.decode(self.prior.sample(n)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder mean at the posterior mean."""
+        return self.reconstruction.mean(self.decode(self.encode(x).mean))
+
+    # -- the trainer contract (see models/base.py) ------------------------------------------
+    def _own_update_params(self) -> set[int]:
+        owned = set()
+        for part in [self.prior, *self.calibrators]:
+            for u in part.updates():
+                owned |= {id(q) for q in u.params}
+        return owned
+
+    def updates(self) -> list[UpdateSpec]:
+        owned = self._own_update_params()
+        main = [q for q in self.parameters() if id(q) not in owned and q.requires_grad]
+        specs = [UpdateSpec("vae", main)]
+        for part in [self.prior, *self.calibrators]:
+            specs += part.updates()
+        return sorted(specs, key=lambda s: s.order)
+
+    def forward(self, update: str, x: torch.Tensor, state: dict):
+        if update != "vae":
+            for part in [self.prior, *self.calibrators]:
+                if update in {u.name for u in part.updates()}:
+                    return part.update_loss(update, x, state)
+            raise KeyError(update)
+        recon, kl, z, q, logs = self.terms(x)
+        loss = (recon + self.kl_weight * kl).mean()
+        state["z_posterior"], state["posterior"] = z.detach(), q
+        logs = {**logs, "loss": loss.detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
+        for cal in self.calibrators:
+            extra, cal_logs = cal.vae_loss_term(self, x, state)
+            loss = loss + extra
+            logs.update(cal_logs)
+        return loss, logs
+
+    def after_update(self, update: str, state: dict) -> None:
+        for part in [self.prior, *self.calibrators]:
+            part.after_update(update, state)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example validation metrics in nats: loss, recon, kl and (likelihoods) elbo."""
+        recon, kl, _, _, _ = self.terms(x)
+        out = {"loss": recon + self.kl_weight * kl, "recon": recon, "kl": kl}
+        if self.reconstruction.likelihood:
+            out["elbo"] = -(recon + kl)
+        return out
+
+    @torch.no_grad()
+    def iw_log_likelihood(self, x: torch.Tensor, k: int, chunk: int = 50) -> torch.Tensor:
+        """Importance-weighted bound (Burda et al. 2016, Eq. 8) on ln p(x), per example:
+        ln 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). Tends to ln p(x) as K grows.
+        For an unnormalised prior this is the bound of the unnormalised joint (subtract ln Z)."""
+        if not self.reconstruction.likelihood:
+            raise ValueError("the importance-weighted bound needs a likelihood reconstruction objective")
+        q = self.encode(x)
+        if q.deterministic:
+            raise ValueError("the importance-weighted bound needs a stochastic posterior")
+        logw = []
+        for start in range(0, k, chunk):
+            n = min(chunk, k - start)
+            z = q.rsample(n)                                  # [n, B, m]
+            out = self.decode(z)                              # [n, B, ...]
+            xs = x.unsqueeze(0).expand(n, *x.shape)
+            ll = self.reconstruction.log_prob(xs.reshape(-1, *x.shape[1:]),
+                                              out.reshape(-1, *out.shape[2:])).reshape(n, -1)
+            logw.append(ll + self.prior.log_prob(z) - q.log_prob(z))
+        logw = torch.cat(logw, 0)
+        return torch.logsumexp(logw, 0) - math.log(k)
+
+
+@MODELS.register("vae", VAEParams)
+def _vae(p: VAEParams, ctx: ModelContext):
+    return VAE(p, ctx)

@@ -1,0 +1,14 @@
+"""Encoder and decoder networks, chosen by name.
+
+Interface (every registered builder follows it):
+- encoder: ``ENCODERS.build(spec, in_shape=(C, H, W) or (D,), out_features=F)`` returns an
+  ``nn.Module`` mapping ``[B, *in_shape] -> [B, F]``;
+- decoder: ``DECODERS.build(spec, latent_dim=m, out_shape=(C, H, W) or (D,))`` returns an
+  ``nn.Module`` mapping ``[B, m] -> [B, *out_shape]`` (raw outputs: logits, means, ...).
+"""
+from ..registry import Registry
+
+ENCODERS = Registry("encoder")
+DECODERS = Registry("decoder")
+
+from . import conv, mlp  # noqa: E402,F401  (registers the built-in networks)

@@ -1,0 +1,142 @@
+"""Name -> component registries with validated parameters.
+
+Every swappable piece (dataset, encoder, decoder, posterior, prior, reconstruction objective,
+model) is registered under a name together with a dataclass of its parameters. A config
+section ``{name: X, key: value, ...}`` is validated against that dataclass: an unknown key, a
+value of the wrong type or a value rejected by the dataclass's ``__post_init__`` raises one
+:class:`~energyvae.errors.ConfigError`. Adding a method is one new file that calls
+``REGISTRY.register(...)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+
+@dataclasses.dataclass
+class NoParams:
+    """Parameters of a component that takes none."""
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def parse_params(cls: type, values: dict, where: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, raising ConfigError with ``where`` as prefix."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
+        ann = hints[key]
+        if not _type_ok(value, ann):
+            raise ConfigError(f"{where}.{key}: expected {_describe(ann)}, got {value!r}")
+        if ann is float or (typing.get_origin(ann) in (typing.Union, types.UnionType)
+                            and float in typing.get_args(ann) and isinstance(value, int)
+                            and not isinstance(value, bool)):
+            value = float(value)
+        if typing.get_origin(ann) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless condition; for dataclass ``__post_init__`` checks."""
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass
+class Entry:
+    name: str
+    builder: Callable[..., Any]
+    params: type
+
+
+class Registry:
+    """A table of named builders for one kind of component (e.g. "prior")."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, params: type = NoParams):
+        """Decorator: register ``builder(params, **context)`` under ``name``."""
+
+        def deco(builder):
+            if name in self._entries:
+                raise RuntimeError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = Entry(name, builder, params)
+            return builder
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str, where: str) -> Entry:
+        if name not in self._entries:
+            raise ConfigError(f"{where}.name: unknown {self.kind} {name!r} "
+                              f"(choose from: {', '.join(self.names())})")
+        return self._entries[name]
+
+    def parse(self, spec: dict | str, where: str) -> tuple[str, Any]:
+        """Validate a ``{name: ..., **params}`` spec; return (name, params dataclass)."""
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
+        rest = {k: v for k, v in spec.items() if k != "name"}
+        entry = self.entry(spec["name"], where)
+        return entry.name, parse_params(entry.params, rest, where)
+
+    def build(self, spec: dict | str, where: str = "", **context):
+        """Validate ``spec`` and call the registered builder with its params and ``context``."""
+        name, params = self.parse(spec, where or self.kind)
+        return self._entries[name].builder(params, **context)

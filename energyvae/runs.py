@@ -1,0 +1,124 @@
+"""A run folder: build data + model from a config, train, write the end-of-run artifacts, and
+load a finished run back (for ``energyvae sample`` / ``reconstruct``).
+
+Layout of ``run.dir``::
+
+    config.yaml            the validated config (all defaults filled in)
+    metrics.jsonl          train / val records;  tb/  TensorBoard logs
+    checkpoints/{last,best}.safetensors (+ .json)
+    samples.png  reconstructions.png  loss_curves.png  metrics.json
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Config, load_config
+from .data import load_data
+from .errors import CheckpointError
+from .models import build_model
+from .train import BEST, LAST, Trainer, evaluate_split, load_checkpoint
+from .train.distributed import init_distributed, shutdown
+from .train.logger import read_metrics
+
+
+def prepare(cfg: Config):
+    """Load the data and build the (untrained) model of a config."""
+    data = load_data(cfg.data)
+    model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
+    return data, model
+
+
+def train_run(cfg: Config, resume: bool = False) -> dict | None:
+    """Train (or resume) the run of ``cfg``; on rank 0 also write the final artifacts."""
+    info = init_distributed(cfg.train.device)
+    try:
+        data, model = prepare(cfg)
+        trainer = Trainer(cfg, model, data, resume=resume, info=info)
+        summary = trainer.fit()
+        if not info.is_main:
+            return None
+        return finalize(cfg, trainer.eval_model(), data, summary)
+    finally:
+        shutdown(info)
+
+
+def _save_samples(path: Path, model, data, n: int) -> Path:
+    from .viz import plot_points_2d, save_image_grid
+    if data.kind == "image":
+        return save_image_grid(data.preprocess.to_unit(model.sample(n)).cpu(), path)
+    n = max(n, 2000)
+    return plot_points_2d(model.sample(n).cpu(), path, reference=data.test.x[:n], title="samples")
+
+
+def _save_reconstructions(path: Path, model, data, n: int, split: str = "test") -> Path:
+    from .viz import plot_points_2d, save_reconstruction_pairs
+    dev = next(model.parameters()).device
+    x = data.preprocess(getattr(data, split).x[:n]).to(dev)
+    x_hat = model.reconstruct(x)
+    if data.kind == "image":
+        to_unit = data.preprocess.to_unit
+        return save_reconstruction_pairs(to_unit(x).cpu(), to_unit(x_hat).cpu(), path)
+    return plot_points_2d(x_hat.cpu(), path, reference=x.cpu(), title="reconstructions")
+
+
+@torch.no_grad()
+def finalize(cfg: Config, model, data, summary: dict) -> dict:
+    """Test metrics, IW bound, samples, reconstructions and loss curves of a trained run."""
+    from .viz import plot_loss_curves
+    run_dir, ec = Path(cfg.run.dir), cfg.eval
+    model.eval()
+    dev = next(model.parameters()).device
+    paths = {}
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.train.seed)
+        test = evaluate_split(model, data.test, data.preprocess, dev, seed=cfg.train.seed)
+        metrics = {"test": test, "n_test": len(data.test)}
+        if ec.iw_samples > 0 and model.reconstruction.likelihood and not model.encode(
+                data.preprocess(data.test.x[:2]).to(dev)).deterministic:
+            n = min(ec.iw_max_examples, len(data.test))
+            lls = [model.iw_log_likelihood(data.preprocess(data.test.x[s:s + 100]).to(dev), ec.iw_samples)
+                   for s in range(0, n, 100)]
+            ll = torch.cat(lls)
+            metrics["iw"] = {"k": ec.iw_samples, "examples": n, "log_likelihood": ll.mean().item(),
+                             "nll": -ll.mean().item(),
+                             "stderr": (ll.std() / len(ll) ** 0.5).item()}
+            if not model.prior.normalized:
+                metrics["iw"]["note"] = "unnormalised prior: ln Z not subtracted"
+        t = time.perf_counter()
+        paths["samples"] = _save_samples(run_dir / "samples.png", model, data, ec.n_samples)
+        metrics["seconds_to_sample"] = time.perf_counter() - t
+        paths["reconstructions"] = _save_reconstructions(run_dir / "reconstructions.png", model, data,
+                                                         ec.n_reconstructions)
+    paths["loss_curves"] = plot_loss_curves(read_metrics(run_dir), run_dir / "loss_curves.png")
+    metrics["train"] = summary
+    metrics["data"] = data.info
+    metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    paths["metrics"] = run_dir / "metrics.json"
+    paths["metrics"].write_text(json.dumps(metrics, indent=2, default=str))
+    return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", ema: bool = True):
+    """(cfg, data, model) of a trained run; the model in eval mode on CPU."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no config.yaml)")
+    cfg = load_config(cfg_path)
+    cfg.run.dir = str(run_dir)
+    data, model = prepare(cfg)
+    name = {"best": BEST, "last": LAST}[checkpoint]
+    path = run_dir / "checkpoints" / name
+    if checkpoint == "best" and not path.exists():
+        path = run_dir / "checkpoints" / LAST
+    state = load_checkpoint(path)
+    weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not match the run's model ({str(e).splitlines()[0][:200]})") from None
+    return cfg, data, model.eval()

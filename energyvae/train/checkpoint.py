@@ -1,0 +1,93 @@
+"""Checkpoints as one safetensors file whose metadata carries the JSON part.
+
+Tensors (model, EMA, optimizer state, RNG states) go in the safetensors body; everything
+else (step, optimizer hyper-parameters, config, scalars) is JSON in the file's metadata under
+"energyvae", so one atomic rename publishes a consistent checkpoint. A human-readable copy of
+the JSON is written beside it (``NAME.json``). Writes go to a temp file in the same folder,
+are fsync'ed and renamed over the old file. Loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+META_KEY = "energyvae"
+
+
+def _flatten_state(prefix: str, obj: Any, tensors: dict, where: list) -> Any:
+    """Move every tensor of a nested dict/list into ``tensors``; return the JSON skeleton."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten_state(f"{prefix}.k{i}", k, tensors, where),
+                              _flatten_state(f"{prefix}.{i}", v, tensors, where)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten_state(f"{prefix}.{i}", v, tensors, where) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {prefix}")
+
+
+def _unflatten_state(skel: Any, tensors: dict) -> Any:
+    if isinstance(skel, dict):
+        if "__tensor__" in skel:
+            return tensors[skel["__tensor__"]]
+        if "__dict__" in skel:
+            return {_unflatten_state(k, tensors): _unflatten_state(v, tensors) for k, v in skel["__dict__"]}
+        if "__list__" in skel:
+            items = [_unflatten_state(v, tensors) for v in skel["__list__"]]
+            return tuple(items) if skel.get("tuple") else items
+    return skel
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically write ``state`` (a nested dict of tensors and JSON values) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten_state("s", state, tensors, [])
+    meta = json.dumps(skeleton)
+    # safetensors refuses tensors sharing storage; contiguous clones are cheap at our sizes
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: meta})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    readable = {k: v for k, v in state.items() if k in ("step", "config", "best", "info")}
+    side = path.with_suffix(".json")
+    tmp_json = side.with_name(side.name + ".tmp")
+    tmp_json.write_text(json.dumps(readable, indent=2, default=str))
+    os.replace(tmp_json, side)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        skeleton = json.loads(meta[META_KEY])
+    except Exception as e:  # any failure to parse a user's file is the same error for them
+        raise CheckpointError(f"{path}: not a readable energyvae checkpoint ({type(e).__name__})") from None
+    return _unflatten_state(skeleton, tensors)

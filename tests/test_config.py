@@ -1,0 +1,54 @@
+"""Config validation: unknown keys, wrong types and out-of-range values are one clear error."""
+import pytest
+
+from energyvae.config import apply_overrides, build_config, load_config
+from energyvae.errors import ConfigError
+
+BASE = {"data": {"name": "digits"}, "model": {"latent_dim": 4}, "train": {"steps": 10}}
+
+
+def build(overrides):
+    return build_config(apply_overrides(BASE, overrides))
+
+
+def test_defaults_and_overrides():
+    cfg = build(["train.lr=3e-4", "model.encoder.hidden=[32, 32]", "train.betas=[0.5, 0.9]"])
+    assert cfg.train.lr == 3e-4 and cfg.train.betas == (0.5, 0.9)
+    assert cfg.model[1].encoder == {"name": "mlp", "hidden": [32, 32]}
+    assert cfg.raw["train"]["steps"] == 10
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stpes=5", r"train\.stpes: unknown key"),
+    ("nonsense.x=1", r"nonsense\.x: unknown key"),
+    ("train.lr=-1", r"train: lr must be > 0"),
+    ("train.batch_size=abc", r"train\.batch_size: expected int"),
+    ("train.ema=1.5", r"ema must be in \[0, 1\)"),
+    ("model.latent_dim=0", r"latent_dim must be > 0"),
+    ("model.prior.name=nope", r"model\.prior\.name: unknown prior 'nope'"),
+    ("model.encoder.hiddn=[3]", r"model\.encoder\.hiddn: unknown key"),
+    ("model.reconstruction.scale=weird", r"model\.reconstruction\.scale: expected one of"),
+    ("train.epochs=3", r"exactly one of steps and epochs"),
+    ("data.name=nodata", r"data"),
+])
+def test_bad_values_raise_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        build([override])
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {steps: [1,\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["train.steps"])
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        load_config(path)

@@ -1,0 +1,105 @@
+"""Trainer: resume equals an uninterrupted run; divergence never overwrites a checkpoint."""
+import json
+
+import pytest
+import torch
+
+from energyvae.config import build_config
+from energyvae.errors import CheckpointError, ConfigError, DivergenceError
+from energyvae.runs import prepare
+from energyvae.train import LAST, Trainer, load_checkpoint
+
+
+def make_cfg(run_dir, **train):
+    t = {"steps": 20, "batch_size": 32, "eval_every": 5, "checkpoint_every": 5, "log_every": 5,
+         "progress": False, "ema": 0.9, **train}
+    return build_config({
+        "run": {"dir": str(run_dir)},
+        "data": {"name": "digits", "binarize": True},      # dynamic binarization uses the RNG
+        "model": {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
+                  "decoder": {"name": "mlp", "hidden": [16]},
+                  "reconstruction": {"name": "bernoulli"}},
+        "train": t,
+    })
+
+
+def run(cfg, resume=False):
+    data, model = prepare(cfg)
+    trainer = Trainer(cfg, model, data, resume=resume)
+    trainer.fit()
+    return trainer
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    ref = run(make_cfg(tmp_path / "ref"))
+
+    cfg = make_cfg(tmp_path / "killed")
+    original = Trainer.train_step
+
+    def dying(self, x):
+        if self.step == 12:
+            raise Killed()
+        return original(self, x)
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    with pytest.raises(Killed):
+        run(cfg)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / LAST)["step"] == 10
+    resumed = run(cfg, resume=True)
+
+    for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(ref.ema.model.parameters(), resumed.ema.model.parameters()):
+        assert torch.equal(a, b)
+    lines = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    ref_lines, res_lines = lines(tmp_path / "ref"), lines(tmp_path / "killed")
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "sec_per_step"} for r in recs]
+    assert strip(ref_lines) == strip(res_lines)
+
+
+def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
+    cfg = make_cfg(tmp_path / "r", steps=5)
+    run(cfg)
+    with pytest.raises(ConfigError, match="--resume"):
+        run(cfg)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        run(make_cfg(tmp_path / "empty"), resume=True)
+
+
+def test_nan_stops_without_overwriting_checkpoint(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path / "nan")
+    data, model = prepare(cfg)
+    forward = type(model).forward
+
+    def poisoned(self, update, x, state):
+        loss, logs = forward(self, update, x, state)
+        return (loss * float("nan") if state["step"] == 7 else loss), logs
+    monkeypatch.setattr(type(model), "forward", poisoned)
+    trainer = Trainer(cfg, model, data)
+    path = tmp_path / "nan" / "checkpoints" / LAST
+    with pytest.raises(DivergenceError, match=r"non-finite loss .* at step 8"):
+        trainer.fit()
+    assert load_checkpoint(path)["step"] == 5
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(path)["model"].values())
+
+
+def test_several_optimizers_and_schedules(tmp_path):
+    """A component with its own update and every=2 gets its own Adam, stepped every 2 steps."""
+    from energyvae.models.base import UpdateSpec
+
+    cfg = make_cfg(tmp_path / "multi", steps=6)
+    data, model = prepare(cfg)
+    extra = torch.nn.Parameter(torch.zeros(3))
+    model.register_parameter("extra", extra)
+    model.prior.updates = lambda: [UpdateSpec("aux", [extra], lr=0.1, every=2, order=1)]
+    model.prior.update_loss = lambda name, x, state: (((extra - state["z_posterior"].mean(0)) ** 2).sum(), {})
+    trainer = Trainer(cfg, model, data)
+    assert [u.name for u in trainer.updates] == ["vae", "aux"]
+    assert all(p is not extra for p in trainer.updates[0].params)
+    trainer.fit()
+    assert trainer.optimizers["aux"].state[extra]["step"].item() == 3
+    assert trainer.optimizers["aux"].param_groups[0]["lr"] == 0.1
