@@ -39,7 +39,7 @@ class TrainConfig:
     Components that bring their own optimizer (EBM priors, samplers, calibrators) take their
     own learning rates from their own config sections.
     """
-    steps: int | None = 2000          # total optimisation steps (or give epochs)
+    steps: int | None = None          # total optimisation steps (default 2000), or give epochs
     epochs: int | None = None
     batch_size: int = 128             # global batch, split evenly over DDP processes
     lr: float = 1e-3
@@ -56,7 +56,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        check((self.steps is None) != (self.epochs is None), "give exactly one of steps and epochs")
+        check(self.steps is None or self.epochs is None, "give exactly one of steps and epochs")
+        if self.epochs is None and self.steps is None:
+            self.steps = 2000
         check(self.steps is None or self.steps > 0, f"steps must be > 0, got {self.steps}")
         check(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
         check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")

@@ -69,6 +69,11 @@ def parse_params(cls: type, values: dict, where: str) -> Any:
             known = ", ".join(sorted(fields)) or "none"
             raise ConfigError(f"{where}.{key}: unknown key (known keys: {known})")
         ann = hints[key]
+        if isinstance(value, str) and not _type_ok(value, ann) and _type_ok(1.0, ann):
+            try:                       # YAML 1.1 reads "3e-4" as a string
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, ann):
             raise ConfigError(f"{where}.{key}: expected {_describe(ann)}, got {value!r}")
         if ann is float or (typing.get_origin(ann) in (typing.Union, types.UnionType)
@@ -81,7 +86,8 @@ def parse_params(cls: type, values: dict, where: str) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where + ".") else f"{where}: {msg}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 

@@ -28,6 +28,7 @@ from .train.logger import read_metrics
 def prepare(cfg: Config):
     """Load the data and build the (untrained) model of a config."""
     data = load_data(cfg.data)
+    torch.manual_seed(cfg.train.seed)          # the initial weights depend on the seed only
     model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
     return data, model
 

@@ -27,7 +27,7 @@ def test_defaults_and_overrides():
     ("model.latent_dim=0", r"latent_dim must be > 0"),
     ("model.prior.name=nope", r"model\.prior\.name: unknown prior 'nope'"),
     ("model.encoder.hiddn=[3]", r"model\.encoder\.hiddn: unknown key"),
-    ("model.reconstruction.scale=weird", r"model\.reconstruction\.scale: expected one of"),
+    ("model.reconstruction={name: gaussian, scale: weird}", r"model\.reconstruction\.scale: expected one of"),
     ("train.epochs=3", r"exactly one of steps and epochs"),
     ("data.name=nodata", r"data"),
 ])

@@ -19,20 +19,29 @@ from ..registry import check
 from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec
 
 
+_DEFAULT_PARTS = {"encoder": "mlp", "decoder": "mlp", "posterior": "gaussian", "prior": "normal",
+                  "reconstruction": "bernoulli"}
+
+
 @dataclass
 class VAEParams:
     latent_dim: int = 16
-    encoder: dict = field(default_factory=lambda: {"name": "mlp"})
-    decoder: dict = field(default_factory=lambda: {"name": "mlp"})
-    posterior: dict = field(default_factory=lambda: {"name": "gaussian"})
-    prior: dict = field(default_factory=lambda: {"name": "normal"})
-    reconstruction: dict = field(default_factory=lambda: {"name": "bernoulli"})
+    encoder: dict = field(default_factory=dict)
+    decoder: dict = field(default_factory=dict)
+    posterior: dict = field(default_factory=dict)
+    prior: dict = field(default_factory=dict)
+    reconstruction: dict = field(default_factory=dict)
     kl_weight: float = 1.0
     calibrators: list = field(default_factory=list)
 
     def __post_init__(self):
         check(self.latent_dim > 0, f"latent_dim must be > 0, got {self.latent_dim}")
         check(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        # a spec without a name keeps the default part (so `model.encoder.hidden=[64]` works)
+        for key in ("encoder", "decoder", "posterior", "prior", "reconstruction"):
+            spec = getattr(self, key)
+            if isinstance(spec, dict) and "name" not in spec:
+                setattr(self, key, {"name": _DEFAULT_PARTS[key], **spec})
         # validate every nested component now, so a bad key fails before any work starts
         ENCODERS.parse(self.encoder, "model.encoder")
         DECODERS.parse(self.decoder, "model.decoder")
