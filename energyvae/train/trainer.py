@@ -186,8 +186,11 @@ class Trainer:
         self._last_saved = self.step if self.step else None
         bar = None
         if main and tc.progress:
+            import sys
+
             from tqdm.auto import tqdm
-            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                       mininterval=0.2 if sys.stderr.isatty() else 30.0)
         t0, t_window, window_steps = time.perf_counter(), time.perf_counter(), 0
         preprocess, train_x = self.data.preprocess, self.data.train.x
         try:
