@@ -46,36 +46,33 @@ def _cmd_train(args) -> int:
         line = ", ".join(f"{k} {v:.3f}" for k, v in test.items())
         print(f"test ({m['n_test']} examples, nats per example): {line}")
         if "iw" in m:
+            bpd = f" ({m['iw']['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in m["iw"] else ""
             print(f"test NLL (IW bound, K={m['iw']['k']}, {m['iw']['examples']} examples): "
-                  f"{m['iw']['nll']:.3f} +- {m['iw']['stderr']:.3f} nats")
+                  f"{m['iw']['nll']:.3f} +- {m['iw']['stderr']:.3f} nats{bpd}")
         for k, p in result["paths"].items():
             print(f"  {k:16s} {p}")
     return 0
 
 
-def _model_device(model):
-    return next(model.parameters()).device
-
-
 def _cmd_sample(args) -> int:
     import torch
-    from .runs import _save_samples, load_run
+    from .runs import load_run, save_samples
 
     cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / "samples.png")
-    print(_save_samples(out, model, data, args.n))
+    print(save_samples(out, model, data, args.n))
     return 0
 
 
 def _cmd_reconstruct(args) -> int:
     import torch
-    from .runs import _save_reconstructions, load_run
+    from .runs import load_run, save_reconstructions
 
     cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / f"reconstructions_{args.split}.png")
-    print(_save_reconstructions(out, model, data, args.n, args.split))
+    print(save_reconstructions(out, model, data, args.n, args.split))
     return 0
 
 

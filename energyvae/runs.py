@@ -47,7 +47,7 @@ def train_run(cfg: Config, resume: bool = False) -> dict | None:
         shutdown(info)
 
 
-def _save_samples(path: Path, model, data, n: int) -> Path:
+def save_samples(path: Path, model, data, n: int) -> Path:
     from .viz import plot_points_2d, save_image_grid
     if data.kind == "image":
         return save_image_grid(data.preprocess.to_unit(model.sample(n)).cpu(), path)
@@ -55,7 +55,7 @@ def _save_samples(path: Path, model, data, n: int) -> Path:
     return plot_points_2d(model.sample(n).cpu(), path, reference=data.test.x[:n], title="samples")
 
 
-def _save_reconstructions(path: Path, model, data, n: int, split: str = "test") -> Path:
+def save_reconstructions(path: Path, model, data, n: int, split: str = "test") -> Path:
     from .viz import plot_points_2d, save_reconstruction_pairs
     dev = next(model.parameters()).device
     x = data.preprocess(getattr(data, split).x[:n]).to(dev)
@@ -78,21 +78,26 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
         torch.manual_seed(cfg.train.seed)
         test = evaluate_split(model, data.test, data.preprocess, dev, seed=cfg.train.seed)
         metrics = {"test": test, "n_test": len(data.test)}
-        if ec.iw_samples > 0 and model.reconstruction.likelihood and not model.encode(
-                data.preprocess(data.test.x[:2]).to(dev)).deterministic:
+        if ec.iw_samples > 0 and model.reconstruction.likelihood and model.posterior.stochastic:
             n = min(ec.iw_max_examples, len(data.test))
-            lls = [model.iw_log_likelihood(data.preprocess(data.test.x[s:s + 100]).to(dev), ec.iw_samples)
-                   for s in range(0, n, 100)]
+            lls, bpds = [], []
+            for s in range(0, n, 100):
+                x = data.preprocess(data.test.x[s:min(s + 100, n)]).to(dev)
+                lls.append(model.iw_log_likelihood(x, ec.iw_samples))
+                if data.kind == "image":
+                    bpds.append(data.preprocess.bits_per_dim(-lls[-1], x))
             ll = torch.cat(lls)
             metrics["iw"] = {"k": ec.iw_samples, "examples": n, "log_likelihood": ll.mean().item(),
                              "nll": -ll.mean().item(),
                              "stderr": (ll.std() / len(ll) ** 0.5).item()}
+            if bpds:
+                metrics["iw"]["bits_per_dim"] = torch.cat(bpds).mean().item()
             if not model.prior.normalized:
                 metrics["iw"]["note"] = "unnormalised prior: ln Z not subtracted"
         t = time.perf_counter()
-        paths["samples"] = _save_samples(run_dir / "samples.png", model, data, ec.n_samples)
+        paths["samples"] = save_samples(run_dir / "samples.png", model, data, ec.n_samples)
         metrics["seconds_to_sample"] = time.perf_counter() - t
-        paths["reconstructions"] = _save_reconstructions(run_dir / "reconstructions.png", model, data,
+        paths["reconstructions"] = save_reconstructions(run_dir / "reconstructions.png", model, data,
                                                          ec.n_reconstructions)
     paths["loss_curves"] = plot_loss_curves(read_metrics(run_dir), run_dir / "loss_curves.png")
     metrics["train"] = summary

@@ -56,6 +56,7 @@ class DiagGaussian:
 
 class GaussianPosterior(nn.Module):
     """q(z|x) = N(mu, diag exp(logvar)); the encoder outputs [mu, logvar] (2m features)."""
+    stochastic = True
 
     def __init__(self, min_logvar: float = -12.0, max_logvar: float = 8.0):
         super().__init__()
@@ -72,6 +73,7 @@ class GaussianPosterior(nn.Module):
 
 class FixedScalePosterior(nn.Module):
     """q(z|x) = N(mu, std^2 I) with a fixed std (paper 002's "ECVAE" uses std = 1)."""
+    stochastic = True
 
     def __init__(self, std: float):
         super().__init__()
@@ -91,6 +93,7 @@ class DeltaPosterior(nn.Module):
     this) and wherever an exactly deterministic step is wanted. Its "KL" is the RAE penalty
     1/2 ||mu||^2 (Ghosh et al. 2020), so ``kl_weight`` still controls latent regularisation.
     """
+    stochastic = False
 
     def encoder_features(self, latent_dim: int) -> int:
         return latent_dim

@@ -23,18 +23,17 @@ from ..errors import CheckpointError
 META_KEY = "energyvae"
 
 
-def _flatten_state(prefix: str, obj: Any, tensors: dict, where: list) -> Any:
+def _flatten_state(prefix: str, obj: Any, tensors: dict) -> Any:
     """Move every tensor of a nested dict/list into ``tensors``; return the JSON skeleton."""
     if isinstance(obj, torch.Tensor):
-        key = f"{prefix}"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten_state(f"{prefix}.k{i}", k, tensors, where),
-                              _flatten_state(f"{prefix}.{i}", v, tensors, where)]
+        return {"__dict__": [[_flatten_state(f"{prefix}.k{i}", k, tensors),
+                              _flatten_state(f"{prefix}.{i}", v, tensors)]
                              for i, (k, v) in enumerate(obj.items())]}
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [_flatten_state(f"{prefix}.{i}", v, tensors, where) for i, v in enumerate(obj)],
+        return {"__list__": [_flatten_state(f"{prefix}.{i}", v, tensors) for i, v in enumerate(obj)],
                 "tuple": isinstance(obj, tuple)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
@@ -58,7 +57,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten_state("s", state, tensors, [])
+    skeleton = _flatten_state("s", state, tensors)
     meta = json.dumps(skeleton)
     # safetensors refuses tensors sharing storage; contiguous clones are cheap at our sizes
     tensors = {k: v.clone() for k, v in tensors.items()}
