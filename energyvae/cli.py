@@ -3,6 +3,8 @@
     energyvae train --config FILE [key=value ...] [--resume]
     energyvae sample RUN [--n 64] [--out FILE]
     energyvae reconstruct RUN [--n 16] [--split test] [--out FILE]
+    energyvae evaluate RUN [--metrics fid_gen,fid_rec,kid,is,pr,nll,cost,figures] [--n 2000]
+    energyvae report RUN [RUN ...] --out DIR
 
 A user error (bad config, bad data, bad checkpoint) prints one ``energyvae: error: ...`` line
 and exits with status 2; set ENERGYVAE_DEBUG=1 to see the traceback instead.
@@ -48,7 +50,7 @@ def _cmd_train(args) -> int:
         if "iw" in m:
             bpd = f" ({m['iw']['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in m["iw"] else ""
             print(f"test NLL (IW bound, K={m['iw']['k']}, {m['iw']['examples']} examples): "
-                  f"{m['iw']['nll']:.3f} +- {m['iw']['stderr']:.3f} nats{bpd}")
+                  f"{m['iw']['nll']:.3f} +- {m['iw']['nll_stderr']:.3f} nats{bpd}")
         for k, p in result["paths"].items():
             print(f"  {k:16s} {p}")
     return 0
@@ -76,6 +78,31 @@ def _cmd_reconstruct(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate_run
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    res = evaluate_run(args.run, metrics=metrics, n=args.n, reference=args.reference,
+                       iw_samples=args.iw_samples, nll_examples=args.nll_examples,
+                       ais_chains=args.ais_chains, ais_temps=args.ais_temps, checkpoint=args.checkpoint,
+                       ema=not args.no_ema, seed=args.seed, inception_weights=args.inception_weights)
+    out = Path(args.run) / "evaluation"
+    print((out / "metrics.md").read_text().rstrip())
+    print(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}"
+          + (f" and {len(res.get('figures', {}))} figures" if res.get("figures") else ""))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .evaluation.report import build_report
+
+    for run in args.runs:
+        if not (Path(run) / "config.yaml").is_file():
+            raise EnergyVAEError(f"{run}: not a run folder (no config.yaml)")
+    print(build_report([Path(r) for r in args.runs], Path(args.out), title=args.title))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="energyvae", description="Energy-based variational autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,6 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "reconstruct":
             s.add_argument("--split", choices=["train", "val", "test"], default="test")
         s.set_defaults(func=func)
+
+    e = sub.add_parser("evaluate", help="compute metrics and figures of a trained run")
+    e.add_argument("run", help="a run folder")
+    e.add_argument("--metrics", default="fid_gen,fid_rec,kid,is,pr,nll,cost,figures",
+                   help="comma-separated subset of fid_gen,fid_rec,kid,is,pr,nll,cost,figures")
+    e.add_argument("--n", type=int, default=2000, help="samples / reference images for feature metrics")
+    e.add_argument("--reference", choices=["train", "test"], default="test",
+                   help="split whose images are the reference set of FID/KID/PR")
+    e.add_argument("--iw-samples", type=int, default=100, help="K of the importance-weighted NLL")
+    e.add_argument("--nll-examples", type=int, default=1000, help="test examples for the NLL")
+    e.add_argument("--ais-chains", type=int, default=256, help="AIS chains (unnormalised priors)")
+    e.add_argument("--ais-temps", type=int, default=1000, help="AIS temperatures (unnormalised priors)")
+    e.add_argument("--inception-weights", help="local Inception-v3 weights: use them instead of the "
+                   "library's own feature network (needs the 'inception' extra)")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--no-ema", action="store_true")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("report", help="one offline HTML page comparing runs")
+    r.add_argument("runs", nargs="+", help="run folders")
+    r.add_argument("--out", required=True, help="output folder (index.html is written there)")
+    r.add_argument("--title", help="page title")
+    r.set_defaults(func=_cmd_report)
     return p
 
 

@@ -19,6 +19,7 @@ import torch
 from .config import Config, load_config
 from .data import load_data
 from .errors import CheckpointError
+from .evaluation.likelihood import test_log_likelihood
 from .models import build_model
 from .train import BEST, LAST, Trainer, evaluate_split, load_checkpoint
 from .train.distributed import init_distributed, shutdown
@@ -78,22 +79,11 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
         torch.manual_seed(cfg.train.seed)
         test = evaluate_split(model, data.test, data.preprocess, dev, seed=cfg.train.seed)
         metrics = {"test": test, "n_test": len(data.test)}
-        if ec.iw_samples > 0 and model.reconstruction.likelihood and model.posterior.stochastic:
-            n = min(ec.iw_max_examples, len(data.test))
-            lls, bpds = [], []
-            for s in range(0, n, 100):
-                x = data.preprocess(data.test.x[s:min(s + 100, n)]).to(dev)
-                lls.append(model.iw_log_likelihood(x, ec.iw_samples))
-                if data.kind == "image":
-                    bpds.append(data.preprocess.bits_per_dim(-lls[-1], x))
-            ll = torch.cat(lls)
-            metrics["iw"] = {"k": ec.iw_samples, "examples": n, "log_likelihood": ll.mean().item(),
-                             "nll": -ll.mean().item(),
-                             "stderr": (ll.std() / len(ll) ** 0.5).item()}
-            if bpds:
-                metrics["iw"]["bits_per_dim"] = torch.cat(bpds).mean().item()
-            if not model.prior.normalized:
-                metrics["iw"]["note"] = "unnormalised prior: ln Z not subtracted"
+        if ec.iw_samples > 0:
+            ll = test_log_likelihood(model, data, k=ec.iw_samples, max_examples=ec.iw_max_examples,
+                                     seed=cfg.train.seed)
+            if "nll" in ll:
+                metrics["iw"] = ll
         t = time.perf_counter()
         paths["samples"] = save_samples(run_dir / "samples.png", model, data, ec.n_samples)
         metrics["seconds_to_sample"] = time.perf_counter() - t

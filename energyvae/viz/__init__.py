@@ -16,3 +16,28 @@ __all__ = [
     "save_image_grid",
     "save_reconstruction_pairs",
 ]
+from .analysis import (  # noqa: E402
+    image_spectrum,
+    normalized_residuals,
+    pixel_variance,
+    plot_beta_walk,
+    plot_residual_histogram,
+    plot_spectra,
+    plot_toy_density,
+    plot_variance_map,
+    radial_power_spectrum,
+    save_latent_walk,
+)
+
+__all__ += [
+    "image_spectrum",
+    "normalized_residuals",
+    "pixel_variance",
+    "plot_beta_walk",
+    "plot_residual_histogram",
+    "plot_spectra",
+    "plot_toy_density",
+    "plot_variance_map",
+    "radial_power_spectrum",
+    "save_latent_walk",
+]
