@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from os import PathLike
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import matplotlib
 
@@ -32,7 +32,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .figures import _draw_points, _images, _points, _prepare, _to_numpy, make_grid, save_image_grid  # noqa: E402
+from .figures import (  # noqa: E402
+    _draw_points,
+    _images,
+    _points,
+    _prepare,
+    _to_numpy,
+    make_grid,
+    save_image_grid,
+)
 
 __all__ = [
     "image_spectrum",
@@ -129,7 +137,8 @@ def normalized_residuals(x, x_hat, scale=None, eps: float = 1e-12) -> np.ndarray
     """Flat array of the finite normalised residuals ``r = (x - x_hat) / s``.
 
     ``scale`` ``s``: ``None`` for the residuals' own standard deviation (over all finite
-    entries; the residuals are not centred, so a bias stays visible), a positive float, or an
+    entries; the residuals are divided by it, not centred, so a bias stays visible; a zero
+    std leaves them unscaled), a positive float, or an
     array / tensor broadcastable to ``x`` (e.g. the decoder's per-pixel sigma ``[N, C, H, W]``
     or ``[C, H, W]``). Scales below ``eps`` are raised to ``eps``. ``x`` and ``x_hat`` may have
     any shape (not only images) but must match; values are not clamped.
@@ -314,7 +323,7 @@ def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
     ``recon`` may also be a mapping ``{label: images}`` to compare several models with the real
     data (then ``labels[0]`` names ``real``). One panel per set shows :func:`image_spectrum`
     (``ln(|F| + eps)``, axes in cycles per pixel, one colour scale shared by all panels, from
-    the 1st percentile to the maximum); the last panel shows :func:`radial_power_spectrum`
+    the 1st percentile, or the maximum minus 12 if that is higher, to the maximum); the last panel shows :func:`radial_power_spectrum`
     curves on a log scale. A missing high-frequency tail in a reconstruction is the blur
     of a model.
     """
@@ -326,7 +335,9 @@ def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
     specs = [(name, image_spectrum(imgs, log=True, eps=eps), radial_power_spectrum(imgs))
              for name, imgs in sets]
     allv = np.concatenate([s.reshape(-1) for _, s, _ in specs])
-    vmin, vmax = float(np.quantile(allv, 0.01)), float(allv.max())
+    vmax = float(allv.max())
+    # at most e^12 (~1.6e5) of dynamic range, so an all-zero set (ln eps) cannot wash out the rest
+    vmin = max(float(np.quantile(allv, 0.01)), vmax - 12.0)
     if not vmax > vmin:
         vmin, vmax = vmin - 1.0, vmax + 1.0
     n = len(specs) + 1
@@ -348,7 +359,10 @@ def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
     ax = axes[-1]
     for name, _, (freq, power) in specs:
         ok = np.isfinite(power) & (power > 0)
-        ax.plot(freq[ok], power[ok], marker="o", ms=3, lw=1.3, label=name)
+        if ok.any():
+            ax.plot(freq[ok], power[ok], marker="o", ms=3, lw=1.3, label=name)
+        else:
+            ax.plot([], [], marker="o", ms=3, label=f"{name} (zero power)")
     ax.set_yscale("log")
     ax.set_xlabel("frequency (cycles/pixel)", fontsize=8)
     ax.set_ylabel("mean power |F|^2", fontsize=8)
