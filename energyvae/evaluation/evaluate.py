@@ -145,7 +145,7 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
             wanted.append("fid")
         if "kid" in metrics:
             wanted.append("kid")
-        if "is" in metrics:
+        if "is" in metrics and info.get("name") != "raw-coordinates":   # IS needs a classifier
             wanted.append("is")
         if "pr" in metrics:
             wanted += ["precision", "recall"]

@@ -23,10 +23,12 @@ Architectures (:func:`architecture_for`):
   ``Linear(D, 128) ReLU Linear(128, 128) ReLU`` (features) ``-> Linear(128, K)``.
 
 Training (:class:`TrainSpec`): cross-entropy, Adam (lr 2e-3, cosine decay to 0), batch 128,
-``clip(ceil(4 epochs), 1000, 2500)`` steps (digits: 1000 steps, a few seconds; Fashion-MNIST:
-1688 steps, about a minute on 2 CPU cores); images get a random translation of up to
-``max(1, side // 16)`` pixels per example (zero fill). Everything is seeded by ``seed``
-(weight init, batch order, augmentation), so the same inputs give the same net.
+``clip(ceil(4 epochs), 1000, 2500)`` steps (digits: 1000 steps, about 5 s and ~98% test
+accuracy; Fashion-MNIST: 1688 steps, about 40 s and ~90% on 2 CPU cores); images get a random
+translation of up to ``max(1, side // 16)`` pixels per example (zero fill). Everything is
+seeded by ``seed`` (weight init, batch order, augmentation), so the same inputs on the same
+machine and thread count give the same net (float reductions may differ across them, which is
+why the cache, not retraining, is what makes numbers comparable).
 
 Cache: ``<cache_dir>/<dataset>-<hash16>.safetensors`` (weights) and ``.json`` (spec, training
 parameters, test accuracy), both written atomically (temporary file + ``os.replace``; the JSON
@@ -49,8 +51,8 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,21 +73,19 @@ CONV_CHANNELS = (32, 64, 128)
 
 # ------------------------------------------------------------------------------ input space
 def to_unit_images(data, raw: torch.Tensor) -> torch.Tensor:
-    """Raw split storage -> the feature nets' input space (float32).
+    """Raw split storage -> the feature nets' input space (float32); the ONE place that defines it.
 
     uint8 images ``[N, C, H, W]`` -> ``raw / 255`` in [0, 1]: display space, equal to
     ``data.preprocess.to_unit(data.preprocess(raw))`` for every deterministic preprocessing
-    (scale 01 / pm1, no dequantization; with dequantization that map is random and off by at
-    most 1/256, with binarization it is random {0, 1}, so the exact pixels are used instead).
-    Float vectors ``[N, D]`` are returned as float32 unchanged (their model space is the raw
-    space). ``data`` is the :class:`~energyvae.data.DataBundle` the rows come from.
+    (scale 01 / pm1, no dequantization; with dequantization or binarization that map is random,
+    so the exact pixels are used instead). Model samples reach the same space through
+    ``data.preprocess.to_unit``. Float inputs (``[N, D]`` vectors, whose model space is the raw
+    space) are returned as float32 unchanged. ``data`` is the
+    :class:`~energyvae.data.DataBundle` the rows come from (kept for future non-uint8 storage).
     """
     raw = torch.as_tensor(raw)
     if raw.dtype == torch.uint8:
         return raw.to(torch.float32) / 255
-    if data is not None and getattr(data, "kind", "vector") == "image":
-        # already-float images: assume model space and map them to [0, 1] for display
-        return data.preprocess.to_unit(raw.to(torch.float32))
     return raw.to(torch.float32)
 
 
@@ -246,21 +246,21 @@ def evaluate_accuracy(net: FeatureNet, x01: torch.Tensor, y: torch.Tensor, batch
 def train_feature_net(data, arch: dict, hp: TrainSpec, *, seed: int = 0, device="cpu",
                       progress: bool = True) -> FeatureNet:
     """Train a :class:`FeatureNet` with architecture ``arch`` on ``data.train`` (labels needed)."""
-    x_all = to_unit_images(data, data.train.x)
-    y_all = data.train.y.to(torch.int64)
+    raw, y_all = data.train.x, data.train.y.to(torch.int64)    # raw storage, converted per batch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = FeatureNet(arch)
     if arch["kind"] == "mlp":
-        net.shift.copy_(x_all.mean(0))
-        net.scale.copy_(x_all.std(0).clamp_min(1e-6) if len(x_all) > 1 else torch.ones(arch["in_shape"]))
+        v = to_unit_images(data, raw).double()
+        net.shift.copy_(v.mean(0))
+        net.scale.copy_(v.std(0).clamp_min(1e-6) if len(v) > 1 else torch.ones(arch["in_shape"]))
     net.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=hp.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, hp.steps) / max(hp.steps, 1))))
     max_shift = hp.max_shift if arch["kind"] == "conv" else 0
-    n = len(x_all)
+    n = len(raw)
     bar = None
     if progress:
         import sys
@@ -275,7 +275,7 @@ def train_feature_net(data, arch: dict, hp: TrainSpec, *, seed: int = 0, device=
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx = perm[pos:pos + hp.batch_size]
             pos += hp.batch_size
-            x = x_all[idx]
+            x = to_unit_images(data, raw[idx])
             if max_shift:
                 x = _random_shift(x, max_shift, gen)
             loss = F.cross_entropy(net(x.to(device)), y_all[idx].to(device))
@@ -293,8 +293,9 @@ def train_feature_net(data, arch: dict, hp: TrainSpec, *, seed: int = 0, device=
         raise EnergyVAEError(f"feature net training on {data.name} diverged (non-finite weights)")
     net.eval()
     with torch.no_grad():
-        sub = x_all[torch.randperm(n, generator=gen)[:10000]]
-        sq = sum(float(net._features(sub[s:s + 1000]).double().pow(2).sum()) for s in range(0, len(sub), 1000))
+        sub = raw[torch.randperm(n, generator=gen)[:10000]]
+        sq = sum(float(net._features(to_unit_images(data, sub[s:s + 1000])).double().pow(2).sum())
+                 for s in range(0, len(sub), 1000))
         rms = (sq / (len(sub) * net.num_features)) ** 0.5
         net.feature_scale.fill_(1.0 / rms if rms > 0 else 1.0)
     return net
@@ -420,8 +421,9 @@ def get_feature_net(data, *, seed: int = 0, cache_dir: str | Path | None = None,
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         _atomic_write(weights, lambda p: save_file(state, p, metadata={"hash": digest}))
         _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
-    except OSError as e:
-        raise EnergyVAEError(f"cannot write the feature net cache in {root}: {e.strerror or e}") from None
+    except OSError as e:   # an unwritable cache costs a retraining next time, nothing else
+        warnings.warn(f"feature net not cached: cannot write {root}: {e.strerror or e}", stacklevel=2)
+        meta["path"] = None
     return net, {**meta, "cached": False}
 
 

@@ -61,9 +61,17 @@ def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def _psd_eigvals_clean(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a symmetric PSD matrix with round-off removed: values below
+    ``d * eps * max|w|`` (numerically zero, including small negatives) become exactly 0, so that
+    null directions (e.g. dead ReLU features) add no spurious ``sqrt(round-off)`` terms."""
+    tol = len(w) * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), np.finfo(np.float64).tiny)
+    return np.where(w > tol, w, 0.0)
+
+
 def _sqrt_psd(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return (v * np.sqrt(_psd_eigvals_clean(w))) @ v.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -71,7 +79,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
     ``||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^{1/2})`` with the trace
     term computed as ``sum sqrt(eig(sigma1^{1/2} sigma2 sigma1^{1/2}))`` (symmetric PSD, so
-    ``eigh`` applies and negative round-off eigenvalues are clipped to 0); the result is
+    ``eigh`` applies); in both eigendecompositions eigenvalues below ``d * eps * max eig`` are
+    round-off and set to 0 (as a rank-revealing pseudo-inverse would), and the result is
     clipped at 0. Accepts NumPy arrays or tensors; ``sigma`` may be a scalar for 1-D data.
     """
     mu1, mu2 = np.atleast_1d(_f64(mu1)), np.atleast_1d(_f64(mu2))
@@ -84,7 +93,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         raise EnergyVAEError("frechet_distance: non-finite mean or covariance")
     r1 = _sqrt_psd(s1)
     m = r1 @ s2 @ r1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    tr_covmean = np.sqrt(_psd_eigvals_clean(np.linalg.eigvalsh((m + m.T) / 2))).sum()
     diff = mu1 - mu2
     fd = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
     return float(max(fd, 0.0))
@@ -139,7 +148,8 @@ def _quiet_metric(cls, **kwargs):
 
 def _compute_seeded(metric, seed: int):
     """``metric.compute()`` with torch's global RNG seeded inside a fork (restored afterwards)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*degrees of freedom", category=UserWarning)  # 1 IS split
         torch.manual_seed(seed)
         return metric.compute()
 
