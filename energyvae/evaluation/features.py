@@ -285,7 +285,7 @@ def train_feature_net(data, arch: dict, hp: TrainSpec, *, seed: int = 0, device=
             sched.step()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     finally:
         if bar is not None:
             bar.close()

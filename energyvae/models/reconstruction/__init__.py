@@ -5,6 +5,8 @@ Interface of every objective (subclass :class:`Reconstruction`, register with
 
 - ``likelihood``: True when ``loss`` is -ln p(x|z) in nats (the ELBO and IW bounds then hold);
   False for scoring-rule objectives such as the energy score;
+- ``support``: "real" for densities, "binary" for masses on {0, 1} (decides when bits/dim
+  is meaningful);
 - ``decoder_shape(data_shape)``: the shape the decoder must output (e.g. 2C channels for a
   location-scale decoder with per-pixel scales);
 - ``loss(x, q, decode)``: per-example loss [B] and the latent samples used ([B, m]); the
@@ -27,6 +29,7 @@ Decode = Callable[[torch.Tensor], torch.Tensor]
 
 class Reconstruction(Component):
     likelihood: bool = True
+    support: str = "real"          # "real" (a density) or "binary" (a probability mass on {0,1})
 
     def decoder_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(data_shape)

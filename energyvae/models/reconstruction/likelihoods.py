@@ -25,7 +25,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class Bernoulli(Reconstruction):
-    """p(x|z) = prod Bernoulli(x; sigmoid(logits)); x in [0, 1] (binary or grey levels)."""
+    """p(x|z) = prod Bernoulli(x; sigmoid(logits)); x in [0, 1] (binary or grey levels).
+
+    On grey levels the cross-entropy is a training loss, not a normalised likelihood."""
+    support = "binary"
 
     def log_prob(self, x, out):
         return -flat_sum(F.binary_cross_entropy_with_logits(out, x, reduction="none"))
