@@ -19,7 +19,7 @@ class UnnormalisedNormal(StandardNormal):
 
 
 def test_ais_nll_matches_normalised_prior():
-    cfg = build_config({"data": {"name": "digits"},
+    cfg = build_config({"data": {"name": "digits", "binarize": True},
                         "model": {"latent_dim": 4, "encoder": {"hidden": [32]}, "decoder": {"hidden": [32]}}})
     data, model = prepare(cfg)
     model.eval()
