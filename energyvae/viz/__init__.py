@@ -1,5 +1,5 @@
 """Figures written as PNG files (matplotlib Agg backend; image grids with PIL)."""
-from .figures import (
+from .figures import (  # noqa: F401
     make_grid,
     plot_density_2d,
     plot_loss_curves,
@@ -8,15 +8,7 @@ from .figures import (
     save_reconstruction_pairs,
 )
 
-__all__ = [
-    "make_grid",
-    "plot_density_2d",
-    "plot_loss_curves",
-    "plot_points_2d",
-    "save_image_grid",
-    "save_reconstruction_pairs",
-]
-from .analysis import (  # noqa: E402
+from .analysis import (  # noqa: E402,F401
     image_spectrum,
     normalized_residuals,
     pixel_variance,
@@ -29,15 +21,3 @@ from .analysis import (  # noqa: E402
     save_latent_walk,
 )
 
-__all__ += [
-    "image_spectrum",
-    "normalized_residuals",
-    "pixel_variance",
-    "plot_beta_walk",
-    "plot_residual_histogram",
-    "plot_spectra",
-    "plot_toy_density",
-    "plot_variance_map",
-    "radial_power_spectrum",
-    "save_latent_walk",
-]

@@ -38,6 +38,7 @@ from .figures import (  # noqa: E402
     _points,
     _prepare,
     _to_numpy,
+    density_grid,
     make_grid,
     save_image_grid,
 )
@@ -443,31 +444,6 @@ def plot_beta_walk(images_by_beta: Mapping[float, object], path, pad: int = 1,
 
 # --------------------------------------------------------------------------- toy 2-D
 
-def _density_grid(log_density_fn: Callable[[torch.Tensor], torch.Tensor], lim: float, n: int,
-                  device=None, chunk: int = 65536) -> np.ndarray:
-    """Density on an ``n x n`` grid over ``[-lim, lim]^2``, normalised on the grid (rows = y).
-
-    The same convention as :func:`energyvae.viz.plot_density_2d` (``normalize=True``).
-    """
-    axis = torch.linspace(-lim, lim, n)
-    gy, gx = torch.meshgrid(axis, axis, indexing="ij")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    outs = []
-    with torch.no_grad():
-        for part in grid.split(chunk):
-            out = log_density_fn(part.to(device) if device is not None else part)
-            outs.append(_to_numpy(out).reshape(-1))
-    logp = np.concatenate(outs).astype(np.float64)
-    if logp.shape[0] != n * n:
-        raise ValueError(f"log_density_fn returned {logp.shape[0]} values for {n * n} points")
-    logp[~np.isfinite(logp)] = -np.inf
-    m = logp.max()
-    if not np.isfinite(m):
-        return np.zeros((n, n))
-    w = np.exp(logp - m)
-    return (w / (w.sum() * (2.0 * lim / (n - 1)) ** 2)).reshape(n, n)
-
-
 def plot_toy_density(samples, path, reference=None, log_density_fn=None,
                      lim: float | None = None, n: int = 200, title: str | None = None,
                      hist_above: int = 5000, density_title: str = "model density",
@@ -499,7 +475,7 @@ def plot_toy_density(samples, path, reference=None, log_density_fn=None,
     for ax, (name, data) in zip(axes, panels):
         _draw_points(ax, data, lim, name, hist_above)
     if log_density_fn is not None:
-        dens = _density_grid(log_density_fn, lim, n, device=device)
+        dens = density_grid(log_density_fn, lim, n, device=device)
         ax = axes[-1]
         im = ax.imshow(dens, origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis",
                        interpolation="nearest", aspect="equal")

@@ -257,6 +257,31 @@ def plot_points_2d(points, path, reference=None, title: str | None = None,
     return path
 
 
+def density_grid(log_density_fn: Callable[[torch.Tensor], torch.Tensor], lim: float, n: int,
+                 normalize: bool = True, device=None, chunk: int = 65536) -> np.ndarray:
+    """``exp(log_density_fn)`` on an ``n x n`` grid over ``[-lim, lim]^2`` (rows = y), either
+    normalised over the grid (stable for unnormalised energies) or as is; non-finite -> 0."""
+    axis = torch.linspace(-lim, lim, n)
+    gy, gx = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    outs = []
+    with torch.no_grad():
+        for part in grid.split(chunk):
+            out = log_density_fn(part.to(device) if device is not None else part)
+            outs.append(_to_numpy(out).reshape(-1))
+    logp = np.concatenate(outs).astype(np.float64)
+    if logp.shape[0] != n * n:
+        raise ValueError(f"log_density_fn returned {logp.shape[0]} values for {n * n} points")
+    logp[~np.isfinite(logp)] = -np.inf
+    if not normalize:
+        return np.exp(np.minimum(logp, 700.0)).reshape(n, n)
+    m = logp.max()
+    if not np.isfinite(m):
+        return np.zeros((n, n))
+    w = np.exp(logp - m)
+    return (w / (w.sum() * (2.0 * lim / (n - 1)) ** 2)).reshape(n, n)
+
+
 def plot_density_2d(log_density_fn: Callable[[torch.Tensor], torch.Tensor], path,
                     lim: float = 4.0, n: int = 200, normalize: bool = True,
                     title: str | None = None, device=None, chunk: int = 65536) -> Path:
@@ -271,29 +296,7 @@ def plot_density_2d(log_density_fn: Callable[[torch.Tensor], torch.Tensor], path
     """
     if n < 2 or lim <= 0:
         raise ValueError(f"plot_density_2d: need n >= 2 and lim > 0, got n={n}, lim={lim}")
-    axis = torch.linspace(-lim, lim, n)
-    gy, gx = torch.meshgrid(axis, axis, indexing="ij")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    outs = []
-    with torch.no_grad():
-        for part in grid.split(chunk):
-            out = log_density_fn(part.to(device) if device is not None else part)
-            outs.append(_to_numpy(out).reshape(-1))
-    logp = np.concatenate(outs).astype(np.float64)
-    if logp.shape[0] != n * n:
-        raise ValueError(f"log_density_fn returned {logp.shape[0]} values for {n * n} points")
-    logp[~np.isfinite(logp)] = -np.inf
-    if normalize:
-        m = logp.max()
-        if np.isfinite(m):
-            w = np.exp(logp - m)
-            cell = (2.0 * lim / (n - 1)) ** 2
-            dens = w / (w.sum() * cell)
-        else:
-            dens = np.zeros_like(logp)
-    else:
-        dens = np.exp(np.minimum(logp, 700.0))
-    dens = dens.reshape(n, n)
+    dens = density_grid(log_density_fn, lim, n, normalize=normalize, device=device, chunk=chunk)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     try:
         im = ax.imshow(dens, origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis",
