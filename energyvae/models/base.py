@@ -8,8 +8,10 @@ computes the loss of an update on a batch::
     model.after_update(update_name, state)            # non-gradient steps (e.g. a dual variable)
     model.evaluate(x) -> dict[str, Tensor[B]]         # per-example validation metrics (nats)
 
-``state`` is a dict shared by the updates of one training step (e.g. the VAE update leaves
-its posterior samples ``state["z_posterior"]`` for a prior update that fits them).
+``state`` is a dict shared by the updates of one training step: the VAE update leaves
+``state["z"]`` (posterior samples with their graph, for extra VAE-loss terms such as an MMD
+regulariser), ``state["z_posterior"]`` (the same, detached, for a prior update that fits
+them) and ``state["posterior"]`` (q(z|x)).
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ class Component(nn.Module):
 
 
 class Calibrator(Component):
-    """An optional part that adds a term to the VAE loss (EC-VAE's energy calibration).
+    """An optional part that adds a term to the VAE loss (EC-VAE's energy calibration, an
+    InfoVAE MMD regulariser, ...). Called after the VAE loss is formed, with ``state`` filled.
 
     ``vae_loss_term(model, x, state)`` returns (scalar loss added to the VAE update, logs).
     """

@@ -129,7 +129,7 @@ class VAE(nn.Module):
             raise KeyError(update)
         recon, kl, z, q, logs = self.terms(x)
         loss = (recon + self.kl_weight * kl).mean()
-        state["z_posterior"], state["posterior"] = z.detach(), q
+        state["z"], state["z_posterior"], state["posterior"] = z, z.detach(), q
         logs = {**logs, "loss": loss.detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
         for cal in self.calibrators:
             extra, cal_logs = cal.vae_loss_term(self, x, state)
