@@ -51,4 +51,4 @@ def flat_sum(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).sum(1)
 
 
-from . import likelihoods  # noqa: E402,F401  (registers the built-in objectives)
+from . import baselines, energy_score, likelihoods  # noqa: E402,F401  (register the built-ins)

@@ -1,0 +1,83 @@
+"""Shared driver of the benchmark scripts: train each variant (config overrides) for each
+seed with the library's trainer, evaluate it with ``energyvae evaluate``'s back end, and
+write a Markdown table (mean +- std over seeds) stating machine, command, seeds and budget.
+Finished runs are reused, so an interrupted benchmark continues where it stopped."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from energyvae.config import load_config
+from energyvae.evaluation.evaluate import evaluate_run
+from energyvae.runs import train_run
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def run_variants(variants: dict[str, list[str]], *, config: str, common: list[str], seeds_for,
+                 columns: list[str], metrics: tuple, runs_dir: Path, n: int = 2000, log=print) -> dict:
+    """{variant: {column: [value per seed]}}; ``seeds_for(variant)`` lists its seeds."""
+    rows = {}
+    for name, overrides in variants.items():
+        per_seed = []
+        for seed in seeds_for(name):
+            run_dir = runs_dir / f"{slug(name)}_s{seed}"
+            cfg = load_config(ROOT / config, [*common, *overrides, f"train.seed={seed}",
+                                              "train.progress=false", "eval.iw_samples=0",
+                                              f"run.dir={run_dir}"])
+            if not (run_dir / "metrics.json").exists():
+                train_run(cfg)
+            res = evaluate_run(run_dir, n=n, seed=seed, progress=False, metrics=metrics)
+            res["metrics"]["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
+            per_seed.append(res)
+            log(f"{name} seed {seed}: " + ", ".join(f"{k} {res['metrics'].get(k, float('nan')):.4g}"
+                                                    for k in columns))
+        rows[name] = {"values": {k: [r["metrics"][k] for r in per_seed if k in r["metrics"]] for k in columns},
+                      "features": per_seed[-1].get("features"), "reference": per_seed[-1].get("reference"),
+                      "seeds": list(seeds_for(name))}
+    return rows
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def header(title: str, budget: str, seconds: float, rows: dict) -> list[str]:
+    feat = next((r["features"] for r in rows.values() if r.get("features")), None) or {}
+    ref = next((r["reference"] for r in rows.values() if r.get("reference")), None) or {}
+    acc = feat.get("test_accuracy")
+    return [f"# {title}", "",
+            f"- command: `python {' '.join(sys.argv)}`",
+            f"- machine: {platform.platform()}, CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            f"- budget: {budget}; wall time {seconds:.0f} s",
+            f"- features: {feat.get('name', '—')} ({str(feat.get('hash', ''))[:12]}"
+            + (f", test accuracy {acc:.3f}" if isinstance(acc, float) else "") + f"); reference: "
+            f"{ref.get('split', '—')} split, {ref.get('n', '—')} images"]
+
+
+def write(name: str, lines: list[str], rows: dict) -> Path:
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2, default=str))
+    return RESULTS / f"{name}.md"
+
+
+def now() -> float:
+    return time.perf_counter()

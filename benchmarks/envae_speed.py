@@ -1,0 +1,201 @@
+"""Benchmark: time per training step of EnVAE / FEnVAE relative to the plain VAE (paper 000).
+
+Every variant is the same conv VAE (encoder/decoder channels 32-64-128, latent 32, the net of
+``configs/fashion_vae.yaml``) on 28x28 Fashion-MNIST; only the reconstruction term changes:
+
+- plain VAE: calibrated Gaussian decoder (one decoder pass),
+- FEnVAE (``fast_energy_score``): three decoder passes, batched into one call,
+- EnVAE (``energy_score``) with M samples: M decoder passes in one call, plus the pairwise term.
+
+Models and optimizers come from the library (config -> ``prepare`` -> ``Trainer``) and each
+timed step is ``Trainer.train_step`` on a preprocessed batch (forward, backward, Adam step).
+The variants are timed *interleaved*: each round runs every variant for a few steps on the same
+batch, in round-robin order, so slow drifts of the machine hit all variants alike; the table
+gives the median step time per variant and its ratio to the plain VAE. Both wall time and the
+process's CPU time (all threads) are recorded: on a shared machine other jobs inflate the wall
+time, less so the CPU time; the load average before and after the run is written down.
+
+Counting model for the predicted ratio: a step costs (forward + backward) of 1 encoder pass and
+N decoder passes on a batch of B, backward ~ 2 x forward, so cost ~ 3 (E + N D) with E, D the
+encoder and decoder forward costs; ratio to the plain VAE (N = 1) = (E + N D) / (E + D).
+Three versions: E = D (mirror nets); E, D weighted by their forward FLOPs counted with
+``torch.utils.flop_counter``; and E, D replaced by the measured forward + backward times of the
+encoder and of the decoder alone on one batch of B (timed in the same rounds). Not counted: the
+loss itself (EnVAE's pairwise distances are O(B M^2 n)), the optimizer step, overheads, and the
+change in per-image speed when the decoder runs on a batch of N x B instead of B.
+
+    python benchmarks/envae_speed.py                     # default: 6 rounds x 2 steps, batch 64, M 2 10 50
+    python benchmarks/envae_speed.py --rounds 8 --batch-size 128 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from energyvae.config import build_config
+from energyvae.models import build_model
+from energyvae.runs import prepare
+from energyvae.train import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+NET = {"latent_dim": 32, "encoder": {"name": "conv", "channels": [32, 64, 128]},
+       "decoder": {"name": "conv", "channels": [32, 64, 128]}}
+
+
+def variants(samples: list[int]) -> list[tuple[str, dict, int]]:
+    """(label, reconstruction spec, decoder passes per step)."""
+    out = [("plain VAE (gaussian, calibrated)", {"name": "gaussian", "scale": "calibrated"}, 1),
+           ("FEnVAE (fast_energy_score)", {"name": "fast_energy_score"}, 3)]
+    out += [(f"EnVAE M={m} (energy_score)", {"name": "energy_score", "samples": m}, m) for m in samples]
+    return out
+
+
+def forward_flops(module: torch.nn.Module, inp: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        module(inp)
+    return fc.get_total_flops()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=6, help="round-robin rounds over the variants")
+    ap.add_argument("--steps-per-round", type=int, default=2, help="timed steps per variant per round")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant before round 1")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--samples", type=int, nargs="+", default=[2, 10, 50], help="EnVAE's M values")
+    ap.add_argument("--dataset", default="auto", help="auto: fashion-mnist if installed, else digits")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's choice); on a machine shared with "
+                         "other jobs, 1 avoids multi-thread barrier stalls that swamp small steps")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "envae_speed.md"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    dataset, note = args.dataset, ""
+    if dataset == "auto":
+        dataset = "fashion-mnist" if FASHION.is_dir() else "digits"
+        if dataset == "digits":
+            note = f"{FASHION} not found: 8x8 digits instead of 28x28 Fashion-MNIST"
+    t_start = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory()
+    specs, data = [], None
+    for i, (label, recon, passes) in enumerate(variants(args.samples)):
+        cfg = build_config({
+            "run": {"dir": os.path.join(tmp.name, f"v{i}")},
+            "data": {"name": dataset, "scale": "01"},
+            "model": {**NET, "reconstruction": recon},
+            "train": {"steps": 10 ** 6, "batch_size": args.batch_size, "lr": 1e-3, "ema": 0.0,
+                      "seed": args.seed, "progress": False, "device": "cpu"},
+        })
+        if data is None:
+            data, model = prepare(cfg)
+        else:                                    # same data; same initial weights (same seed)
+            torch.manual_seed(cfg.train.seed)
+            model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
+        specs.append((label, passes, Trainer(cfg, model, data)))
+
+    # one fixed batch per round, shared by all variants
+    g = torch.Generator().manual_seed(args.seed)
+    n_train = len(data.train)
+
+    def batch():
+        return data.preprocess(data.train.x[torch.randint(n_train, (args.batch_size,), generator=g)])
+
+    x0 = batch()
+    model0 = specs[0][2].model
+    e_flops = forward_flops(model0.encoder, x0)
+    d_flops = forward_flops(model0.decoder, torch.zeros(args.batch_size, NET["latent_dim"]))
+
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {label: [] for label, _, _ in specs}
+    pass_times: dict[str, list[float]] = {"encoder": [], "decoder": []}
+    z0 = torch.randn(args.batch_size, NET["latent_dim"])
+
+    def time_pass(net, inp):
+        t = time.perf_counter()
+        net(inp).sum().backward()
+        out = time.perf_counter() - t
+        net.zero_grad(set_to_none=True)
+        return out
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in specs}
+    for label, _, trainer in specs:
+        for _ in range(args.warmup):
+            trainer.train_step(x0)
+            trainer.step += 1
+    for r in range(args.rounds):
+        x = batch()
+        order = specs if r % 2 == 0 else specs[::-1]     # alternate the order as well
+        for label, _, trainer in order:
+            for _ in range(args.steps_per_round):
+                t, c = time.perf_counter(), time.process_time()
+                trainer.train_step(x)
+                times[label].append(time.perf_counter() - t)
+                cpu[label].append(time.process_time() - c)
+                trainer.step += 1
+        for _ in range(args.steps_per_round):
+            pass_times["encoder"].append(time_pass(model0.encoder, x))
+            pass_times["decoder"].append(time_pass(model0.decoder, z0))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{label.split(' (')[0]} {statistics.median(v):.3f}s" for label, v in times.items()), flush=True)
+
+    load_after = os.getloadavg()
+    base = statistics.median(times[specs[0][0]])
+    base_cpu = statistics.median(cpu[specs[0][0]])
+    ratio_flops = lambda n: (e_flops + n * d_flops) / (e_flops + d_flops)
+    t_e, t_d = statistics.median(pass_times["encoder"]), statistics.median(pass_times["decoder"])
+    ratio_timed = lambda n: (t_e + n * t_d) / (t_e + t_d)
+    lines = [f"# EnVAE / FEnVAE training-step cost relative to a plain VAE", "",
+             f"- command: `python {' '.join(sys.argv)}`",
+             f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",
+             f"- data: {dataset} {tuple(data.shape)}" + (f" ({note})" if note else "")
+             + f"; batch {args.batch_size}; seed {args.seed}",
+             f"- net: conv encoder/decoder, channels 32-64-128, latent 32 (configs/fashion_vae.yaml); "
+             f"forward FLOPs per batch: encoder {e_flops / 1e9:.3f} G, decoder {d_flops / 1e9:.3f} G",
+             f"- timing: `Trainer.train_step` (forward + backward + Adam), {args.warmup} warm-up step(s) "
+             f"per variant, then {args.rounds} interleaved rounds x {args.steps_per_round} steps "
+             f"(round-robin, order alternating); median over the {args.rounds * args.steps_per_round} "
+             f"timed steps per variant",
+             "- predicted ratio: step cost ~ 3 (E + N D) (1 encoder + N decoder passes, backward ~ 2x "
+             "forward), ratio = (E + N D) / (E + D); 'equal' takes E = D, 'FLOPs' weights E and D "
+             "by their counted forward FLOPs, 'timed' by the measured forward + backward time of the "
+             f"encoder ({t_e * 1e3:.1f} ms) and of the decoder ({t_d * 1e3:.1f} ms) alone on one batch. "
+             "The loss (EnVAE pairwise term), optimizer, overheads and batch-size effects "
+             "(the decoder runs on N x B latents at once) are not counted.",
+             f"- load average (1/5/15 min) before timing {'/'.join(f'{v:.1f}' for v in load_before)}, "
+             f"after {'/'.join(f'{v:.1f}' for v in load_after)} (other jobs share the machine when "
+             f"it exceeds the {os.cpu_count()} CPUs)",
+             f"- wall time of the benchmark: {time.perf_counter() - t_start:.0f} s", "",
+             "| variant | decoder passes | median wall s/step (IQR) | wall ratio | median CPU s/step | CPU ratio "
+             "| predicted (E = D) | predicted (FLOPs) | predicted (timed) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, passes, _ in specs:
+        v = sorted(times[label])
+        q1, q3 = (statistics.quantiles(v, n=4)[0], statistics.quantiles(v, n=4)[2]) if len(v) > 1 else (v[0], v[0])
+        med = statistics.median(v)
+        med_cpu = statistics.median(cpu[label])
+        lines.append(f"| {label} | {passes} | {med:.3f} ({q1:.3f}-{q3:.3f}) | {med / base:.2f} | "
+                     f"{med_cpu:.3f} | {med_cpu / base_cpu:.2f} | {(1 + passes) / 2:.2f} | {ratio_flops(passes):.2f} | "
+                     f"{ratio_timed(passes):.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
