@@ -186,16 +186,8 @@ class SSIMLoss(ScoreLoss):
         return self.weight * (1 - ssim(torch.sigmoid(out), x01, 1.0))
 
 
-@dataclass
-class SSIMParams:
-    weight: float = 1.0
-
-    def __post_init__(self):
-        check(self.weight > 0, f"weight must be > 0, got {self.weight}")
-
-
-@RECONSTRUCTIONS.register("ssim", SSIMParams)
-def _ssim(p: SSIMParams, *, data_kind=None, data_shape=None, value_range=None, **_):
+@RECONSTRUCTIONS.register("ssim", WeightParams)
+def _ssim(p: WeightParams, *, data_kind=None, data_shape=None, value_range=None, **_):
     _require_image("ssim", data_kind, data_shape)
     if min(data_shape[1:]) < 3:
         raise ConfigError(f"model.reconstruction: ssim needs images of at least 3x3 pixels, got "
