@@ -42,6 +42,7 @@ def variants(n_pixels: int, alpha: float) -> dict[str, list[str]]:
     "EnVAE (M=10)": ["model.reconstruction={name: energy_score, samples: 10}"],
     "EnVAE (M=50)": ["model.reconstruction={name: energy_score, samples: 50}"],
     "FEnVAE": ["model.reconstruction={name: fast_energy_score}"],
+    "FEnVAE (sigmoid output)": ["model.reconstruction={name: fast_energy_score, output: sigmoid}"],
     }
 MULTI_SEED = {"L2", "EnVAE (M=10)", "FEnVAE"}
 COLUMNS = ["fid_rec", "fid_gen", "is_gen", "sec_per_epoch"]

@@ -377,3 +377,17 @@ def test_fenvae_with_delta_posterior_fails_clearly(tmp_path):
     loss.backward()
     assert logs["es_spread"] == 0 and all(torch.isfinite(p.grad).all() for p in model.parameters()
                                           if p.grad is not None)
+
+
+def test_sigmoid_output_maps_onto_the_data_range():
+    from energyvae.runs import prepare
+    for name in ("energy_score", "fast_energy_score"):
+        cfg = build_config({"data": {"name": "digits", "scale": "pm1"},
+                            "model": {"latent_dim": 2, "encoder": {"hidden": [8]}, "decoder": {"hidden": [8]},
+                                      "reconstruction": {"name": name, "output": "sigmoid"}}})
+        _, model = prepare(cfg)
+        out = torch.tensor([-50.0, 0.0, 50.0])
+        assert torch.allclose(model.reconstruction.mean(out), torch.tensor([-1.0, 0.0, 1.0]))
+        with pytest.raises(ConfigError, match="bounded value range"):
+            prepare(build_config({"data": {"name": "8gaussians"},
+                                  "model": {"reconstruction": {"name": name, "output": "sigmoid"}}}))
