@@ -36,8 +36,8 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
             cfg = load_config(ROOT / config, [*common, *overrides, f"train.seed={seed}",
                                               "train.progress=false", "eval.iw_samples=0",
                                               f"run.dir={run_dir}"])
-            if not (run_dir / "metrics.json").exists():
-                train_run(cfg)
+            if not (run_dir / "metrics.json").exists():   # unfinished: resume its checkpoint, if any
+                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
             res = evaluate_run(run_dir, n=n, seed=seed, progress=False, metrics=metrics)
             res["metrics"]["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
             per_seed.append(res)
