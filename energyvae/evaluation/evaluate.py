@@ -8,7 +8,9 @@ prior samples with the reference split; ``fid_rec`` compares reconstructions of 
 (test) images with the reference split; ``nll`` / ``bits_per_dim`` are the importance-weighted
 test NLL (minus an AIS ln Z for unnormalised priors); ``sec_per_step`` is the median training
 step time measured here (a few steps of all the model's updates, on a copy) and
-``sec_per_image`` the sampling time measured here.
+``sec_per_image`` the sampling time measured here; ``lipschitz_pairs``,
+``lipschitz_jacobian`` and ``posterior_variance`` are the latent diagnostics of
+:mod:`energyvae.evaluation.latent`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 from ..errors import EnergyVAEError
 from ..train.logger import read_metrics
 
-ALL_METRICS = ("fid_gen", "fid_rec", "kid", "is", "pr", "nll", "cost", "figures")
+ALL_METRICS = ("fid_gen", "fid_rec", "kid", "is", "pr", "nll", "latent", "cost", "figures")
 
 
 def _batched(fn, n: int, batch: int):
@@ -166,6 +168,9 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
         for key in ("nll", "nll_stderr", "bits_per_dim"):
             if key in ll:
                 m[key] = ll[key]
+    if "latent" in metrics:
+        from .latent import latent_diagnostics
+        m.update(latent_diagnostics(model, data))
     if "cost" in metrics:
         m["sec_per_step"] = time_train_steps(cfg, model, data)
         m["sec_per_image"] = sec_per_image
