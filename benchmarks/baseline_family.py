@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell, header, now, run_variants, write  # noqa: E402
+from common import ROOT, header, now, run_variants, table, write  # noqa: E402
 
 VARIANTS = {
     "bernoulli (binarised)": ["data.binarize=true", "model.reconstruction={name: bernoulli}"],
@@ -48,8 +48,7 @@ def main() -> None:
                    f"{args.steps} steps per run, seeds {args.seeds}", now() - t0, rows)
     lines += ["- nll: importance-weighted, K=100, nats per test example; see the script's docstring "
               "for which rows are comparable", "",
-              "| variant | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    lines += [f"| {name} | " + " | ".join(cell(r["values"][k]) for k in COLUMNS) + " |" for name, r in rows.items()]
+              *table("variant", COLUMNS, rows)]
     write(f"baseline_family_{args.dataset}", lines, rows)
 
 

@@ -57,6 +57,13 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
+def table(first: str, columns: list[str], rows: dict) -> list[str]:
+    """Markdown rows: one line per variant, mean +- std over seeds per column."""
+    return (["| " + first + " | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+            + [f"| {name} | " + " | ".join(cell(r["values"][k]) for k in columns) + " |"
+               for name, r in rows.items()])
+
+
 def header(title: str, budget: str, seconds: float, rows: dict) -> list[str]:
     feat = next((r["features"] for r in rows.values() if r.get("features")), None) or {}
     ref = next((r["reference"] for r in rows.values() if r.get("reference")), None) or {}

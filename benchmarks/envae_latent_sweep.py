@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell, header, now, run_variants, write  # noqa: E402
+from common import ROOT, header, now, run_variants, table, write  # noqa: E402
 
 OBJECTIVES = {"EnVAE (M=10)": "{name: energy_score, samples: 10}",
               "FEnVAE": "{name: fast_energy_score}",
@@ -42,8 +42,7 @@ def main() -> None:
                    now() - t0, rows)
     lines += ["- latent diagnostics on 500 test images: Lipschitz = the paper's sup ratio over all pairs, "
               "and the max spectral norm of the encoder-mean Jacobian (200 images); variance = mean sigma^2", "",
-              "| objective, latent dim | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    lines += [f"| {name} | " + " | ".join(cell(r["values"][k]) for k in COLUMNS) + " |" for name, r in rows.items()]
+              *table("objective, latent dim", COLUMNS, rows)]
     write(f"envae_latent_sweep_{args.dataset}", lines, rows)
 
 

@@ -517,14 +517,16 @@ def _table(headers: list[str], body: list[str]) -> str:
             f"</tbody></table></div>")
 
 
+def _value_rows(rows: list[str], values: list[dict], fmt) -> list[str]:
+    """One <tr> per row key: each run's formatted value, or the missing marker."""
+    return [f'<tr><th class="row">{_e(row)}</th>' + "".join(
+        f"<td>{_e(fmt(v[row]))}</td>" if row in v else f'<td class="missing">{MISSING}</td>'
+        for v in values) + "</tr>" for row in rows]
+
+
 def _settings_html(runs: list[RunSummary], names: list[str]) -> str:
     rows = _rows([r.settings for r in runs])
-    body = []
-    for row in rows:
-        cells = "".join(
-            f"<td>{_e(_plain(r.settings[row]))}</td>" if row in r.settings
-            else f'<td class="missing">{MISSING}</td>' for r in runs)
-        body.append(f'<tr><th class="row">{_e(row)}</th>{cells}</tr>')
+    body = _value_rows(rows, [r.settings for r in runs], _plain)
     cells = "".join(f'<td class="problems">{_e("; ".join(r.problems)) or "all files found"}</td>'
                     for r in runs)
     body.append(f'<tr><th class="row">files</th>{cells}</tr>')
@@ -592,12 +594,7 @@ def _notes_html(runs: list[RunSummary], names: list[str]) -> str:
         parts.append('<p class="warn">No feature-network information was recorded with the '
                      "FID values.</p>")
     rows = sorted(_rows([r.notes for r in runs]), key=lambda k: not k.startswith("evaluation"))
-    body = []
-    for row in rows:
-        cells = "".join(
-            f"<td>{_e(format_value(r.notes[row]))}</td>" if row in r.notes
-            else f'<td class="missing">{MISSING}</td>' for r in runs)
-        body.append(f'<tr><th class="row">{_e(row)}</th>{cells}</tr>')
+    body = _value_rows(rows, [r.notes for r in runs], format_value)
     parts.append(_table(names, body) if body else
                  '<p class="meta">No notes (no evaluation/metrics.json info found).</p>')
     return "".join(parts)

@@ -38,6 +38,7 @@ from .figures import (  # noqa: E402
     _points,
     _prepare,
     _to_numpy,
+    auto_lim,
     density_grid,
     make_grid,
     save_image_grid,
@@ -461,9 +462,7 @@ def plot_toy_density(samples, path, reference=None, log_density_fn=None,
     p = _points(samples, "samples")
     r = None if reference is None else _points(reference, "reference")
     if lim is None:
-        both = p if r is None else np.concatenate([p, r])
-        lim = 1.1 * float(np.quantile(np.abs(both), 0.995)) if len(both) else 4.0
-        lim = lim if math.isfinite(lim) and lim > 0 else 4.0
+        lim = auto_lim(p, r, default=4.0)
     lim = float(lim)
     if lim <= 0 or n < 2:
         raise ValueError(f"plot_toy_density: need lim > 0 and n >= 2, got lim={lim}, n={n}")

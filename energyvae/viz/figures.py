@@ -228,6 +228,13 @@ def _draw_points(ax, p: np.ndarray, lim: float, title: str, hist_above: int) -> 
     ax.set_title(f"{title} (n={len(p)})", fontsize=10)
 
 
+def auto_lim(p: np.ndarray, r: np.ndarray | None, default: float) -> float:
+    """1.1 x the 99.5% quantile of |coordinate| over both point sets (``default`` if empty)."""
+    both = p if r is None else np.concatenate([p, r])
+    lim = 1.1 * float(np.quantile(np.abs(both), 0.995)) if len(both) else default
+    return lim if math.isfinite(lim) and lim > 0 else default
+
+
 def plot_points_2d(points, path, reference=None, title: str | None = None,
                    lim: float | None = None, hist_above: int = 5000) -> Path:
     """Plot 2-D samples ``[N, 2]``, beside ``reference`` data ``[M, 2]`` (left) if given.
@@ -239,9 +246,7 @@ def plot_points_2d(points, path, reference=None, title: str | None = None,
     p = _points(points, "points")
     r = None if reference is None else _points(reference, "reference")
     if lim is None:
-        both = p if r is None else np.concatenate([p, r])
-        lim = 1.1 * float(np.quantile(np.abs(both), 0.995)) if len(both) else 1.0
-        lim = lim if math.isfinite(lim) and lim > 0 else 1.0
+        lim = auto_lim(p, r, default=1.0)
     panels = [(r, "reference"), (p, "samples")] if r is not None else [(p, "samples")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     try:
