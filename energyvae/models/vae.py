@@ -68,6 +68,9 @@ class VAE(nn.Module):
         self.prior = PRIORS.build(p.prior, "model.prior", **common)
         self.calibrators = nn.ModuleList(
             CALIBRATORS.build(c, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
+        for part in [self.prior, *self.calibrators]:     # parts that need the model (VampPrior's encoder)
+            if hasattr(part, "bind"):
+                part.bind(self)
 
     # -- the parts -------------------------------------------------------------------------
     def encode(self, x):

@@ -72,3 +72,6 @@ class StandardNormal(Prior):
 @PRIORS.register("normal")
 def _normal(p, *, latent_dim: int, **_):
     return StandardNormal(latent_dim)
+
+
+from . import ebm, energies, flow, samplers, schemes, vamp  # noqa: F401,E402  (register the built-ins)

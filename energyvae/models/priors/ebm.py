@@ -1,0 +1,143 @@
+"""Energy-based latent priors p(z) = exp(-E(z)) / Z (paper 002, METHODS.md section 3).
+
+An EBM prior is composed of three parts, each chosen by name in the config::
+
+    prior: {name: ebm,
+            energy:  {name: grbm, hidden: 64},               # ENERGIES      (energies.py)
+            scheme:  {name: ssm, projections: 1, lr: 2e-4},  # PRIOR_SCHEMES (schemes/*.py)
+            sampler: {name: langevin, steps: 100, step_size: 0.01}}   # LATENT_SAMPLERS (samplers.py)
+
+- an **energy** E(z): an ``nn.Module`` mapping [..., m] -> [...];
+- a **training scheme**: how E is fitted (sliced score matching, adversarial CD, the
+  importance-weighted partition bound, short-run MCMC, EVaLP, ...). A scheme may add its own
+  optimisation updates (which see the step's posterior samples in ``state["z_posterior"]``),
+  may replace the VAE's KL term (``kl``), and may bring extra modules (a proposal flow, a
+  sampler network) that it registers on itself;
+- a **sampler** that draws z ~ p(z) (Langevin, Gibbs-Langevin for the GRBM, ...); a scheme
+  that has a better generator (EVaLP's sampler network) may take over ``sample``.
+
+The VAE update uses the unnormalised "ALB" term ln q(z|x) + E(z) (Alg. 1; no ln Z) unless the
+scheme replaces it. Likelihoods subtract an AIS estimate of ln Z (evaluation/likelihood.py).
+Adding a scheme, energy or sampler is one new file that registers it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ...registry import Registry
+from ..base import PRIORS, UpdateSpec
+from ..posterior import DiagGaussian
+from . import Prior
+
+ENERGIES = Registry("energy")
+LATENT_SAMPLERS = Registry("latent sampler")
+PRIOR_SCHEMES = Registry("prior training scheme")
+
+
+class LatentSampler(nn.Module):
+    """Draws samples of exp(-E(z)) / Z.
+
+    ``sample(energy, n, init=None, trace=False) -> (z [n, m], trace [steps] or None)``:
+    ``init`` (if given) is the chain start [n, m], else the sampler's own start (N(0, I));
+    ``trace`` returns the mean energy of the chains after each step (a diagnostic). Samplers
+    must work under ``torch.no_grad()`` (they enable gradients for z themselves) and must not
+    leave gradients on the energy's parameters.
+    """
+
+    def sample(self, energy: nn.Module, n: int, init: torch.Tensor | None = None,
+               trace: bool = False) -> tuple[torch.Tensor, list[float] | None]:
+        raise NotImplementedError
+
+
+class PriorScheme(nn.Module):
+    """How an EBM prior is trained. Modules it owns (a flow proposal, a sampler network) are
+    submodules of the scheme, so they are saved in checkpoints with the model.
+
+    - ``trained_by_elbo``: True when the VAE optimizer also steps the energy (the IW scheme,
+      whose KL term carries its gradient); else the scheme's own updates do;
+    - ``updates(prior)``: extra :class:`UpdateSpec` s (order >= 1: after the VAE update);
+    - ``update_loss(prior, name, x, state)``: (scalar loss, logs) of one of them;
+    - ``kl(prior, q)``: the VAE's KL-like term per example [B], or None for the default
+      one-sample ALB term ln q(z|x) + E(z);
+    - ``sample(prior, n)``: samples [n, m], or None to use the prior's sampler.
+    """
+    trained_by_elbo: bool = False
+
+    def updates(self, prior: "EBMPrior") -> list[UpdateSpec]:
+        return []
+
+    def update_loss(self, prior: "EBMPrior", name: str, x: torch.Tensor, state: dict):
+        raise KeyError(f"{type(self).__name__} has no update {name!r}")
+
+    def after_update(self, prior: "EBMPrior", name: str, state: dict) -> None:
+        """Non-gradient work after update ``name`` (default: nothing)."""
+
+    def kl(self, prior: "EBMPrior", q: DiagGaussian) -> torch.Tensor | None:
+        return None
+
+    def sample(self, prior: "EBMPrior", n: int) -> torch.Tensor | None:
+        return None
+
+
+class EBMPrior(Prior):
+    """p(z) = exp(-E(z)) / Z with Z unknown: ``log_prob`` is -E(z) (``normalized = False``)."""
+    normalized = False
+
+    def __init__(self, energy: nn.Module, scheme: PriorScheme, sampler: LatentSampler, latent_dim: int):
+        super().__init__(latent_dim)
+        self.energy_net, self.scheme, self.sampler = energy, scheme, sampler
+
+    @property
+    def trained_by_elbo(self) -> bool:
+        return self.scheme.trained_by_elbo
+
+    def energy(self, z: torch.Tensor) -> torch.Tensor:
+        return self.energy_net(z)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.energy_net(z)
+
+    def sample(self, n: int, trace: bool = False):
+        """n samples [n, m] (with ``trace``: also the sampler's energy trace)."""
+        z = None if trace else self.scheme.sample(self, n)
+        if z is not None:
+            return z
+        z, tr = self.sampler.sample(self.energy_net, n, trace=trace)
+        return (z.detach(), tr) if trace else z.detach()
+
+    def kl(self, q: DiagGaussian) -> torch.Tensor | None:
+        return self.scheme.kl(self, q)
+
+    def updates(self) -> list[UpdateSpec]:
+        return self.scheme.updates(self)
+
+    def update_loss(self, name, x, state):
+        return self.scheme.update_loss(self, name, x, state)
+
+    def after_update(self, name, state):
+        self.scheme.after_update(self, name, state)
+
+
+@dataclass
+class EBMPriorParams:
+    energy: dict = field(default_factory=lambda: {"name": "grbm"})
+    scheme: dict = field(default_factory=lambda: {"name": "ssm"})
+    sampler: dict = field(default_factory=lambda: {"name": "langevin"})
+
+    def __post_init__(self):
+        ENERGIES.parse(self.energy, "model.prior.energy")
+        PRIOR_SCHEMES.parse(self.scheme, "model.prior.scheme")
+        LATENT_SAMPLERS.parse(self.sampler, "model.prior.sampler")
+
+
+@PRIORS.register("ebm", EBMPriorParams)
+def _ebm(p: EBMPriorParams, *, latent_dim: int, **ctx):
+    energy = ENERGIES.build(p.energy, "model.prior.energy", latent_dim=latent_dim, **ctx)
+    sampler = LATENT_SAMPLERS.build(p.sampler, "model.prior.sampler", latent_dim=latent_dim,
+                                    energy=energy, **ctx)
+    scheme = PRIOR_SCHEMES.build(p.scheme, "model.prior.scheme", latent_dim=latent_dim,
+                                 energy=energy, **ctx)
+    return EBMPrior(energy, scheme, sampler, latent_dim)
