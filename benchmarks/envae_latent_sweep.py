@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, header, now, run_variants, table, write  # noqa: E402
 
 OBJECTIVES = {"EnVAE (M=10)": "{name: energy_score, samples: 10}",
-              "FEnVAE": "{name: fast_energy_score}",
-              "FEnVAE (sigmoid output)": "{name: fast_energy_score, output: sigmoid}"}
+              "FEnVAE": "{name: fast_energy_score, variant: single}",
+              "FEnVAE (sigmoid output)": "{name: fast_energy_score, variant: single, output: sigmoid}",
+              "FEnVAE (antithetic)": "{name: fast_energy_score, variant: antithetic}"}
 COLUMNS = ["fid_rec", "fid_gen", "posterior_variance", "lipschitz_pairs", "lipschitz_jacobian"]
 
 

@@ -4,7 +4,8 @@ Every variant is the same conv VAE (encoder/decoder channels 32-64-128, latent 3
 ``configs/fashion_vae.yaml``) on 28x28 Fashion-MNIST; only the reconstruction term changes:
 
 - plain VAE: calibrated Gaussian decoder (one decoder pass),
-- FEnVAE (``fast_energy_score``): three decoder passes, batched into one call,
+- FEnVAE (``fast_energy_score``): three decoder passes (Eq. 14) or two (the bounded
+  ``antithetic`` variant), batched into one call,
 - EnVAE (``energy_score``) with M samples: M decoder passes in one call, plus the pairwise term.
 
 Models and optimizers come from the library (config -> ``prepare`` -> ``Trainer``) and each
@@ -54,7 +55,8 @@ NET = {"latent_dim": 32, "encoder": {"name": "conv", "channels": [32, 64, 128]},
 def variants(samples: list[int]) -> list[tuple[str, dict, int]]:
     """(label, reconstruction spec, decoder passes per step)."""
     out = [("plain VAE (gaussian, calibrated)", {"name": "gaussian", "scale": "calibrated"}, 1),
-           ("FEnVAE (fast_energy_score)", {"name": "fast_energy_score"}, 3)]
+           ("FEnVAE Eq. 14 (fast_energy_score, single)", {"name": "fast_energy_score", "variant": "single"}, 3),
+           ("FEnVAE antithetic (fast_energy_score)", {"name": "fast_energy_score", "variant": "antithetic"}, 2)]
     out += [(f"EnVAE M={m} (energy_score)", {"name": "energy_score", "samples": m}, m) for m in samples]
     return out
 

@@ -1,6 +1,7 @@
 """Benchmark: paper 000's Table 1 — reconstruction objectives under one conv network and one
 budget: L2, L1, CE, SSIM, InfoVAE, FFL, Student-t, DistVAE, EnVAE (M = 2, 10, 50) and FEnVAE
-(M = 2 is the cheapest proper energy score: one pair, two decodes, against FEnVAE's three).
+(M = 2 is the cheapest proper energy score: one pair, two decodes, against FEnVAE's three;
+"FEnVAE (antithetic)" is the library's bounded one-sample variant, see energy_score.py).
 
     python benchmarks/envae_table1.py --dataset digits --steps 3000
     python benchmarks/envae_table1.py --dataset fashion-mnist --steps 1500
@@ -43,10 +44,11 @@ def variants(n_pixels: int, alpha: float) -> dict[str, list[str]]:
     "EnVAE (M=2)": ["model.reconstruction={name: energy_score, samples: 2}"],
     "EnVAE (M=10)": ["model.reconstruction={name: energy_score, samples: 10}"],
     "EnVAE (M=50)": ["model.reconstruction={name: energy_score, samples: 50}"],
-    "FEnVAE": ["model.reconstruction={name: fast_energy_score}"],
-    "FEnVAE (sigmoid output)": ["model.reconstruction={name: fast_energy_score, output: sigmoid}"],
+    "FEnVAE": ["model.reconstruction={name: fast_energy_score, variant: single}"],
+    "FEnVAE (sigmoid output)": ["model.reconstruction={name: fast_energy_score, variant: single, output: sigmoid}"],
+    "FEnVAE (antithetic)": ["model.reconstruction={name: fast_energy_score, variant: antithetic}"],
     }
-MULTI_SEED = {"L2", "EnVAE (M=2)", "EnVAE (M=10)", "FEnVAE"}
+MULTI_SEED = {"L2", "EnVAE (M=2)", "EnVAE (M=10)", "FEnVAE", "FEnVAE (antithetic)"}
 COLUMNS = ["fid_rec", "fid_gen", "is_gen", "sec_per_epoch"]
 
 
