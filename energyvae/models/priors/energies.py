@@ -1,1 +1,172 @@
-"""(being written)"""
+"""Energies E(z) of EBM priors (``model.prior.energy``), each an ``nn.Module`` [..., m] -> [...].
+
+- ``grbm``: Gaussian-Bernoulli RBM with the hidden units summed out (paper 002, Eq. 12); also
+  offers its exact block-Gibbs conditionals and, for small ``hidden``, its exact ln Z;
+- ``mlp``: a scalar MLP f(z) (Pang et al. 2020 / EVaLP: z -> 200 -> 200 -> 1, LeakyReLU). Nothing
+  makes exp(-f) integrable; prefer ``tilted`` unless the training scheme needs no sampling;
+- ``tilted``: the exponentially tilted normal of Pang et al. (2020), E(z) = f(z) + ||z||^2 / 2,
+  i.e. p(z) ∝ exp(-f(z)) N(z; 0, I);
+- ``quadratic``: E(z) = 1/2 (z - c)^T P (z - c), P = L L^T + jitter I with L lower triangular
+  (a full-covariance Gaussian, N(c, P^-1)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ...evaluation.ais import grbm_energy, grbm_exact_log_partition
+from ...nets.mlp import Activation, check_activation, make_activation
+from ...registry import check
+from .ebm import ENERGIES
+
+
+# ----------------------------------------------------------------------------------- GRBM
+@dataclass
+class GRBMParams:
+    hidden: int = 64          # number of binary hidden units
+    init_std: float = 0.01    # std of the initial W (mu = 0, sigma = 1, b = 0): p starts ~ N(0, I)
+
+    def __post_init__(self):
+        check(self.hidden >= 1, f"hidden: must be >= 1, got {self.hidden}")
+        check(self.init_std >= 0, f"init_std: must be >= 0, got {self.init_std}")
+
+
+class GRBMEnergy(nn.Module):
+    """E(z) = 1/2 ||(z - mu) / sigma||^2 - sum_j softplus(W^T (z / sigma^2) + b)_j   (Eq. 12).
+
+    Parameters: ``mu`` [m], ``log_sigma`` [m] (sigma = exp), ``W`` [m, h], ``b`` [h]. Eq. 12 is
+    the marginal of the joint energy over h in {0, 1}^h
+
+        E(z, h) = 1/2 ||(z - mu) / sigma||^2 - (z / sigma^2)^T W h - b^T h,
+
+    whose conditionals are exact (the block-Gibbs steps):
+
+        p(h_j = 1 | z) = sigmoid((W^T (z / sigma^2))_j + b_j)   independently over j;
+        p(z | h) = N(mu + W h, diag(sigma^2))                   (complete the square in z).
+    """
+
+    def __init__(self, latent_dim: int, hidden: int, init_std: float):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(latent_dim))
+        self.log_sigma = nn.Parameter(torch.zeros(latent_dim))
+        self.W = nn.Parameter(init_std * torch.randn(latent_dim, hidden))
+        self.b = nn.Parameter(torch.zeros(hidden))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return grbm_energy(z, self.W, self.b, self.mu, self.sigma)
+
+    def hidden_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of p(h = 1 | z), [..., h]."""
+        return (z / self.sigma**2) @ self.W + self.b
+
+    def sample_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """h ~ p(h | z) = Bernoulli(sigmoid(W^T (z / sigma^2) + b)), [..., h]."""
+        return torch.bernoulli(torch.sigmoid(self.hidden_logits(z)))
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """E[z | h] = mu + W h, [..., m]."""
+        return self.mu + h @ self.W.T
+
+    def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
+        """z ~ p(z | h) = N(mu + W h, diag(sigma^2)), [..., m]."""
+        mean = self.visible_mean(h)
+        return mean + self.sigma * torch.randn_like(mean)
+
+    def joint_energy(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """E(z, h) of the docstring, [...]."""
+        quad = 0.5 * (((z - self.mu) / self.sigma) ** 2).sum(-1)
+        return quad - ((z / self.sigma**2) @ self.W * h).sum(-1) - h @ self.b
+
+    def exact_log_partition(self) -> torch.Tensor:
+        """Exact ln Z (float64 0-d, no gradient) by enumerating the 2^h hidden states (h <= 20)."""
+        return grbm_exact_log_partition(self.W.detach(), self.b.detach(), self.mu.detach(),
+                                        self.sigma.detach())
+
+
+@ENERGIES.register("grbm", GRBMParams)
+def _grbm(p: GRBMParams, *, latent_dim: int, **_):
+    return GRBMEnergy(latent_dim, p.hidden, p.init_std)
+
+
+# ---------------------------------------------------------------------------- MLP energies
+@dataclass
+class MLPEnergyParams:
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+    activation: Activation = "leaky_relu"      # leaky_relu has slope 0.2 (nets/mlp.py)
+
+    def __post_init__(self):
+        check(all(h >= 1 for h in self.hidden), f"hidden: every width must be >= 1, got {self.hidden}")
+        check_activation(self.activation)
+
+
+class MLPEnergy(nn.Module):
+    """E(z) = f(z) (+ ||z||^2 / 2 when ``tilted``), f = Linear -> act -> ... -> Linear(., 1)."""
+
+    def __init__(self, latent_dim: int, hidden: list[int], activation: str, tilted: bool):
+        super().__init__()
+        layers, width = [], latent_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), make_activation(activation)]
+            width = h
+        self.f = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.tilted = tilted
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        e = self.f(z).squeeze(-1)
+        return e + 0.5 * z.pow(2).sum(-1) if self.tilted else e
+
+
+@ENERGIES.register("mlp", MLPEnergyParams)
+def _mlp(p: MLPEnergyParams, *, latent_dim: int, **_):
+    return MLPEnergy(latent_dim, p.hidden, p.activation, tilted=False)
+
+
+@ENERGIES.register("tilted", MLPEnergyParams)
+def _tilted(p: MLPEnergyParams, *, latent_dim: int, **_):
+    return MLPEnergy(latent_dim, p.hidden, p.activation, tilted=True)
+
+
+# ------------------------------------------------------------------------------ quadratic
+@dataclass
+class QuadraticParams:
+    jitter: float = 1e-4      # P = L L^T + jitter I stays positive definite
+
+    def __post_init__(self):
+        check(self.jitter > 0, f"jitter: must be > 0, got {self.jitter}")
+
+
+class QuadraticEnergy(nn.Module):
+    """E(z) = 1/2 (z - c)^T P (z - c), P = L L^T + jitter I (init: c = 0, L = I).
+
+    ln Z = m/2 ln(2 pi) - 1/2 ln det P.
+    """
+
+    def __init__(self, latent_dim: int, jitter: float):
+        super().__init__()
+        self.center = nn.Parameter(torch.zeros(latent_dim))
+        self.L = nn.Parameter(torch.eye(latent_dim))
+        self.jitter = jitter
+
+    def precision(self) -> torch.Tensor:
+        L = self.L.tril()
+        return L @ L.T + self.jitter * torch.eye(L.shape[0], dtype=L.dtype, device=L.device)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d = z - self.center
+        return 0.5 * ((d @ self.precision()) * d).sum(-1)
+
+    def exact_log_partition(self) -> torch.Tensor:
+        P = self.precision().detach().double()
+        return 0.5 * P.shape[0] * math.log(2 * math.pi) - 0.5 * torch.logdet(P)
+
+
+@ENERGIES.register("quadratic", QuadraticParams)
+def _quadratic(p: QuadraticParams, *, latent_dim: int, **_):
+    return QuadraticEnergy(latent_dim, p.jitter)
