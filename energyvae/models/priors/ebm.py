@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ...registry import Registry
+from ...registry import Registry, check
 from ..base import PRIORS, UpdateSpec
 from ..posterior import DiagGaussian
 from . import Prior
@@ -131,6 +131,9 @@ class EBMPriorParams:
         ENERGIES.parse(self.energy, "model.prior.energy")
         PRIOR_SCHEMES.parse(self.scheme, "model.prior.scheme")
         LATENT_SAMPLERS.parse(self.sampler, "model.prior.sampler")
+        sampler, energy = self.sampler.get("name"), self.energy.get("name")
+        check(sampler not in ("gibbs", "gibbs_langevin") or energy == "grbm",
+              f"model.prior.sampler: {sampler} needs the grbm energy (got {energy}); use langevin")
 
 
 @PRIORS.register("ebm", EBMPriorParams)
