@@ -270,7 +270,7 @@ def test_bad_values_name_the_dotted_path(prior, where):
 
 
 def test_gibbs_samplers_need_a_grbm():
-    cfg = load_config("configs/toy2d_vae.yaml", [
-        "data.n_points=100", "model.prior={name: ebm, energy: {name: mlp}, sampler: {name: gibbs_langevin}}"])
+    """Caught when the config is read, before any data or model is built."""
     with pytest.raises(ConfigError, match=r"model\.prior\.sampler.*grbm"):
-        prepare(cfg)
+        load_config("configs/toy2d_vae.yaml", [
+            "data.n_points=100", "model.prior={name: ebm, energy: {name: mlp}, sampler: {name: gibbs_langevin}}"])

@@ -52,6 +52,20 @@ class LatentSampler(nn.Module):
         raise NotImplementedError
 
 
+@dataclass
+class EnergyOptimParams:
+    """Optimizer settings of a scheme's energy update (base of scheme params; paper 002: Adam 2e-4)."""
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    every: int = 1                                     # the energy update runs every this many steps
+
+    def __post_init__(self):
+        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              f"betas: must be two numbers in [0, 1), got {self.betas}")
+        check(self.every >= 1, f"every: must be >= 1, got {self.every}")
+
+
 class PriorScheme(nn.Module):
     """How an EBM prior is trained. Modules it owns (a flow proposal, a sampler network) are
     submodules of the scheme, so they are saved in checkpoints with the model.
@@ -68,6 +82,12 @@ class PriorScheme(nn.Module):
 
     def updates(self, prior: "EBMPrior") -> list[UpdateSpec]:
         return []
+
+    @staticmethod
+    def energy_update(prior: "EBMPrior", p: EnergyOptimParams, name: str = "prior", order: int = 1) -> UpdateSpec:
+        """The update that steps the energy's parameters with ``p``'s optimizer settings."""
+        return UpdateSpec(name, list(prior.energy_net.parameters()), lr=p.lr, betas=p.betas,
+                          order=order, every=p.every)
 
     def update_loss(self, prior: "EBMPrior", name: str, x: torch.Tensor, state: dict):
         raise KeyError(f"{type(self).__name__} has no update {name!r}")

@@ -16,30 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ....registry import check
-from ...base import UpdateSpec
-from ..ebm import PRIOR_SCHEMES, PriorScheme
+from ..ebm import PRIOR_SCHEMES, EnergyOptimParams, PriorScheme
 from ..samplers import Langevin
 
 
 @dataclass
-class ShortRunParams:
+class ShortRunParams(EnergyOptimParams):
     steps: int = 60                     # Langevin steps per negative chain
     step_size: float = 0.08             # h (Pang et al.: s = 0.4, h = s^2 / 2)
     grad_clip: float | None = None      # per-chain cap on |grad E| in the chain
     reg: float = 0.0                    # coefficient of mean(E(z+)^2 + E(z-)^2)
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    every: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.steps >= 1, f"steps: must be >= 1, got {self.steps}")
         check(self.step_size > 0, f"step_size: must be > 0, got {self.step_size}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip: must be > 0, got {self.grad_clip}")
         check(self.reg >= 0, f"reg: must be >= 0, got {self.reg}")
-        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-              f"betas: must be two numbers in [0, 1), got {self.betas}")
-        check(self.every >= 1, f"every: must be >= 1, got {self.every}")
 
 
 class ShortRunScheme(PriorScheme):
@@ -49,9 +42,7 @@ class ShortRunScheme(PriorScheme):
         self.chain = Langevin(latent_dim, p.steps, p.step_size, init_std=1.0, grad_clip=p.grad_clip)
 
     def updates(self, prior):
-        p = self.p
-        return [UpdateSpec("prior", list(prior.energy_net.parameters()), lr=p.lr, betas=p.betas,
-                           order=1, every=p.every)]
+        return [self.energy_update(prior, self.p)]
 
     def update_loss(self, prior, name, x, state):
         if name != "prior":

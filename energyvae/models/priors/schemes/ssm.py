@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from ....registry import check
-from ...base import UpdateSpec
-from ..ebm import PRIOR_SCHEMES, PriorScheme
+from ..ebm import PRIOR_SCHEMES, EnergyOptimParams, PriorScheme
 
 
 def sliced_score_matching_loss(energy: nn.Module, z: torch.Tensor, projections: int = 1,
@@ -41,19 +40,13 @@ def sliced_score_matching_loss(energy: nn.Module, z: torch.Tensor, projections: 
 
 
 @dataclass
-class SSMParams:
+class SSMParams(EnergyOptimParams):
     projections: int = 1                               # v per posterior sample
     noise: Literal["gaussian", "rademacher"] = "gaussian"
-    lr: float = 2e-4                                   # prior's Adam (paper 002: 2e-4)
-    betas: tuple[float, float] = (0.9, 0.999)
-    every: int = 1                                     # prior update every this many steps
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.projections >= 1, f"projections: must be >= 1, got {self.projections}")
-        check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-              f"betas: must be two numbers in [0, 1), got {self.betas}")
-        check(self.every >= 1, f"every: must be >= 1, got {self.every}")
 
 
 class SSMScheme(PriorScheme):
@@ -62,9 +55,7 @@ class SSMScheme(PriorScheme):
         self.p = p
 
     def updates(self, prior):
-        p = self.p
-        return [UpdateSpec("prior", list(prior.energy_net.parameters()), lr=p.lr, betas=p.betas,
-                           order=1, every=p.every)]
+        return [self.energy_update(prior, self.p)]
 
     def update_loss(self, prior, name, x, state):
         if name != "prior":
