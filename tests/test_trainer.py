@@ -103,3 +103,21 @@ def test_several_optimizers_and_schedules(tmp_path):
     trainer.fit()
     assert trainer.optimizers["aux"].state[extra]["step"].item() == 3
     assert trainer.optimizers["aux"].param_groups[0]["lr"] == 0.1
+
+
+def test_ema_warm_up_forgets_the_initial_weights():
+    """d_t = min(decay, (1 + t) / (10 + t)): the first update keeps 1/10 of the initial weights,
+    and after 1000 steps at decay 0.999 the initial weights weigh < 1e-3 (not 0.999^1000 = 37 %)."""
+    from energyvae.train.ema import EMA
+    model = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = EMA(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, 0)
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 3), 0.9))
+    for t in range(1, 1000):
+        ema.update(model, t)
+    init_weight = 1.0 - ema.model.weight.mean().item()
+    assert 0 < init_weight < 1e-3

@@ -172,7 +172,7 @@ class Trainer:
             prefix = "" if u.name == "vae" else f"{u.name}/"
             logs.update({prefix + k: float(v) for k, v in ulogs.items()})
         if self.ema:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         return logs
 
     def eval_model(self) -> torch.nn.Module:
