@@ -34,7 +34,9 @@ class UpdateSpec:
     """One optimizer and the parameters it steps.
 
     ``lr``/``betas`` of None take the train section's values. Updates run in ascending
-    ``order`` every ``every`` steps (order 0 is the VAE update).
+    ``order`` (order 0 is the VAE update) at the steps t (0-based) with ``start <= t < stop``
+    (``stop`` None: no end) and ``t % every == 0`` (``every`` counts from step 0, not ``start``);
+    e.g. a two-stage scheme stops the VAE update and starts its own at the same step.
     """
     name: str
     params: list[nn.Parameter]
@@ -44,6 +46,8 @@ class UpdateSpec:
     every: int = 1
     order: int = 0
     grad_clip: float | None = None
+    start: int = 0
+    stop: int | None = None
 
 
 class Component(nn.Module):

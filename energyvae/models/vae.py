@@ -119,7 +119,7 @@ class VAE(nn.Module):
     def updates(self) -> list[UpdateSpec]:
         owned = self._own_update_params()
         main = [q for q in self.parameters() if id(q) not in owned and q.requires_grad]
-        specs = [UpdateSpec("vae", main)]
+        specs = [UpdateSpec("vae", main, stop=getattr(self.prior, "vae_stop", None))]  # two-stage priors
         for part in [self.prior, *self.calibrators]:
             specs += part.updates()
         return sorted(specs, key=lambda s: s.order)

@@ -156,7 +156,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor) -> dict:
         state, logs = {"step": self.step}, {}
         for u in self.updates:
-            if self.step % u.every:
+            if self.step % u.every or not u.start <= self.step < (math.inf if u.stop is None else u.stop):
                 continue
             opt = self.optimizers[u.name]
             opt.zero_grad(set_to_none=True)

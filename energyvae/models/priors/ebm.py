@@ -131,6 +131,16 @@ class EBMPrior(Prior):
     def kl(self, q: DiagGaussian) -> torch.Tensor | None:
         return self.scheme.kl(self, q)
 
+    def bind(self, model: nn.Module) -> None:
+        """Called by the VAE after building: passed on to a scheme that needs the model."""
+        if hasattr(self.scheme, "bind"):
+            self.scheme.bind(model)
+
+    @property
+    def vae_stop(self) -> int | None:
+        """The step at which the VAE update stops (a scheme's two-stage mode), or None."""
+        return getattr(self.scheme, "vae_stop", None)
+
     def updates(self) -> list[UpdateSpec]:
         return self.scheme.updates(self)
 
