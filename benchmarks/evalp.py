@@ -1,0 +1,111 @@
+"""Benchmark: EVaLP (paper 003) — an EBM prior whose sampler network S replaces MCMC — against
+N(0, I) and against the same energy sampled by Langevin: FID of samples, test NLL, the
+prior-hole metric and the sampling time per 1000 images, all in one run.
+
+    python benchmarks/evalp.py --dataset digits --steps 6000
+
+Two models are trained with one VAE (configs/digits_vae.yaml or the binarised Fashion-MNIST
+MLP of configs/fashion_binarized_mlp.yaml): N(0, I) prior, and EVaLP (MLP energy
+z -> 200 -> 200 -> 1, the authors' size, tilted by N(0, I) so that Z is finite, which is
+the authors' -ln N(z; 0, I) term; flow sampler; joint training). The EVaLP model is then
+sampled by S (no MCMC) and by Langevin from N(0, I) on the same energy with each of
+``--langevin-steps`` (the best FID among them is the MCMC reference, so MCMC gets as many
+steps as it needs), and by S refined with Langevin. NLL = IW bound minus AIS ln Z for the EBM
+(one number per trained model: it does not depend on the sampler). Prior holes:
+energyvae.evaluation.prior_holes (gap = mean ln q_agg at posterior minus at prior samples;
+hole fraction = prior samples below the posterior samples' 1 % quantile). Speed: wall seconds
+for 1000 images (prior sampler + decoder), and EVaLP's speed-up over the best-FID Langevin.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
+
+CONFIGS = {"digits": "configs/digits_vae.yaml", "fashion-mnist": "configs/fashion_binarized_mlp.yaml"}
+EVALP = ("model.prior={name: ebm, energy: {name: tilted, hidden: [200, 200]}, "
+         "scheme: {name: evalp, sampler_net: flow}, sampler: {name: langevin, steps: 100}}")
+MODELS = {"N(0, I)": [], "EVaLP": [EVALP]}
+COLUMNS = ["fid_gen", "nll", "log_q_agg_gap", "hole_fraction", "sec_per_1000"]
+
+
+def use_langevin(model, steps: int | None, refine: bool = False) -> None:
+    """Sample the EBM by Langevin from N(0, I) (``steps``), or by S (steps None), optionally
+    refined by the scheme's Langevin refiner."""
+    from energyvae.models.priors.samplers import Langevin
+    scheme = model.prior.scheme
+    scheme.__dict__.pop("sample", None)                  # back to the class's method (S)
+    if steps is not None:
+        scheme.sample = lambda prior, n: None            # -> the prior's Langevin sampler
+        model.prior.sampler.steps = steps
+    scheme.refiner = Langevin(model.latent_dim, 20, scheme.p.refine_step_size) if refine else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(CONFIGS), default="digits")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--langevin-steps", type=int, nargs="+", default=[25, 100, 400])
+    ap.add_argument("--n", type=int, default=2000, help="samples for FID and prior holes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from energyvae.evaluation.features import get_feature_net, to_unit_images
+    from energyvae.evaluation.likelihood import test_log_likelihood
+    from energyvae.evaluation.prior_holes import prior_hole_metrics
+    from energyvae.evaluation.sample_metrics import compute_sample_metrics
+    from energyvae.runs import load_run
+
+    runs_dir = ROOT / "runs" / f"bench_evalp_{args.dataset}"
+    t0 = now()
+    trained = run_variants(MODELS, config=CONFIGS[args.dataset],
+                           common=["train.epochs=null", f"train.steps={args.steps}", "train.eval_every=1000000",
+                                   "train.checkpoint_every=2000", "eval.iw_samples=0"],
+                           seeds_for=lambda _: [args.seed], columns=["train_seconds"], metrics=(), runs_dir=runs_dir)
+    rows = {}
+    for name in MODELS:
+        _, data, model = load_run(runs_dir / f"{slug(name)}_s{args.seed}")
+        net, info = get_feature_net(data, seed=args.seed, progress=False)
+        real = to_unit_images(data, data.test.x[:args.n])
+        nll = test_log_likelihood(model, data, k=500, max_examples=500, seed=args.seed)
+        gens = {name: None} if name == "N(0, I)" else {
+            "EVaLP (sampler S)": dict(steps=None),
+            **{f"same energy, Langevin {k} steps": dict(steps=k) for k in args.langevin_steps},
+            "EVaLP + 20 Langevin steps": dict(steps=None, refine=True)}
+        for gname, how in gens.items():
+            if how is not None:
+                use_langevin(model, **how)
+            torch.manual_seed(args.seed)
+            model.sample(10)                                  # warm-up
+            t = time.perf_counter()
+            fake = torch.cat([model.sample(500) for _ in range(max(1, args.n // 500))])
+            sec = (time.perf_counter() - t) / len(fake) * 1000
+            fid = compute_sample_metrics(real, data.preprocess.to_unit(fake), net, metrics=("fid",))["fid"]
+            holes = prior_hole_metrics(model, data, n_prior=args.n, n_data=args.n, seed=args.seed)
+            rows[gname] = {"values": {"fid_gen": [fid], "nll": [nll["nll"]], "sec_per_1000": [sec],
+                                      "log_q_agg_gap": [holes["log_q_agg_gap"]],
+                                      "hole_fraction": [holes["hole_fraction"]]},
+                           "features": info, "reference": {"split": "test", "n": len(real)}}
+            print(f"{gname}: FID {fid:.3f}, NLL {nll['nll']:.2f}, gap {holes['log_q_agg_gap']:.2f}, "
+                  f"holes {holes['hole_fraction']:.3f}, {sec:.3f} s / 1000", flush=True)
+    mcmc = {k: v for k, v in rows.items() if k.startswith("same energy")}
+    best = min(mcmc, key=lambda k: rows[k]["values"]["fid_gen"][0])
+    speedup = rows[best]["values"]["sec_per_1000"][0] / rows["EVaLP (sampler S)"]["values"]["sec_per_1000"][0]
+    lines = header(f"EVaLP (paper 003) on {args.dataset}",
+                   f"{args.steps} steps per model ({CONFIGS[args.dataset]}), seed {args.seed}", now() - t0, rows)
+    lines += [f"- training seconds: " + ", ".join(f"{k} {v['values']['train_seconds'][0]:.0f}"
+                                                   for k, v in trained.items()),
+              f"- NLL: 500 test images, IW K = 500, EBM: minus AIS ln Z; FID/holes: {args.n} samples",
+              f"- best-FID Langevin: {best}; EVaLP's sampling speed-up over it: {speedup:.1f}x "
+              "(wall time, same run; the paper claims 5-10x over MCMC EBM priors)", "",
+              *table("generator", COLUMNS, rows)]
+    write(f"evalp_{args.dataset}", lines, rows)
+
+
+if __name__ == "__main__":
+    main()
