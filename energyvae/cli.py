@@ -3,7 +3,7 @@
     energyvae train --config FILE [key=value ...] [--resume]
     energyvae sample RUN [--n 64] [--out FILE]
     energyvae reconstruct RUN [--n 16] [--split test] [--out FILE]
-    energyvae evaluate RUN [--metrics fid_gen,fid_rec,kid,is,pr,nll,latent,cost,figures] [--n 2000]
+    energyvae evaluate RUN [--metrics fid_gen,fid_rec,kid,is,pr,nll,latent,holes,cost,figures] [--n 2000]
     energyvae report RUN [RUN ...] --out DIR
 
 A user error (bad config, bad data, bad checkpoint) prints one ``energyvae: error: ...`` line
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compute metrics and figures of a trained run")
     e.add_argument("run", help="a run folder")
-    e.add_argument("--metrics", default="fid_gen,fid_rec,kid,is,pr,nll,latent,cost,figures",
+    e.add_argument("--metrics", default="fid_gen,fid_rec,kid,is,pr,nll,latent,holes,cost,figures",
                    help="comma-separated subset of fid_gen,fid_rec,kid,is,pr,nll,latent,cost,figures")
     e.add_argument("--n", type=int, default=2000, help="samples / reference images for feature metrics")
     e.add_argument("--reference", choices=["train", "test"], default="test",

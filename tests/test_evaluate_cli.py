@@ -30,13 +30,15 @@ def test_evaluate_and_report(tmp_path):
         res = cli("evaluate", run, "--n", 150, "--iw-samples", 5, "--nll-examples", 40, env=env)
         assert res.returncode == 0, res.stderr[-2000:]
         for word in ("fid_gen", "fid_rec", "kid", "precision", "recall", "is_gen", "nll",
-                     "bits_per_dim", "sec_per_step", "sec_per_image", "energyvae-classifier"):
+                     "bits_per_dim", "sec_per_step", "sec_per_image", "energyvae-classifier",
+                     "hole_fraction", "log_q_agg_gap"):
             assert word in res.stdout, word
         out = json.loads((run / "evaluation" / "metrics.json").read_text())
         assert out["reference"] == {"split": "test", "n": 150}
         assert out["features"]["name"] == "energyvae-classifier" and out["n_samples"] == 150
         assert bpd_range[0] < out["metrics"]["bits_per_dim"] < bpd_range[1]
         assert out["metrics"]["fid_gen"] > 0
+        assert 0 <= out["metrics"]["hole_fraction"] <= 1
         for png in ("variance_map", "residuals", "spectra", "latent_walk", "samples", "reconstructions"):
             Image.open(run / "evaluation" / f"{png}.png").verify()
         runs.append(run)

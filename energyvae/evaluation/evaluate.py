@@ -24,7 +24,7 @@ import torch
 from ..errors import EnergyVAEError
 from ..train.logger import read_metrics
 
-ALL_METRICS = ("fid_gen", "fid_rec", "kid", "is", "pr", "nll", "latent", "cost", "figures")
+ALL_METRICS = ("fid_gen", "fid_rec", "kid", "is", "pr", "nll", "latent", "holes", "cost", "figures")
 
 
 def _batched(fn, n: int, batch: int):
@@ -171,6 +171,10 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     if "latent" in metrics:
         from .latent import latent_diagnostics
         m.update(latent_diagnostics(model, data))
+    if "holes" in metrics and model.posterior.stochastic:
+        from .prior_holes import prior_hole_metrics
+        holes = prior_hole_metrics(model, data, n_prior=n, n_data=n, seed=seed)
+        m.update({k: holes[k] for k in ("log_q_agg_gap", "hole_fraction")})
     if "cost" in metrics:
         m["sec_per_step"] = time_train_steps(cfg, model, data)
         m["sec_per_image"] = sec_per_image
