@@ -73,6 +73,7 @@ def main() -> None:
         net, info = get_feature_net(data, seed=args.seed, progress=False)
         real = to_unit_images(data, data.test.x[:args.n])
         nll = test_log_likelihood(model, data, k=500, max_examples=500, seed=args.seed)
+        n_nll = nll["examples"]
         gens = {name: None} if name == "N(0, I)" else {
             "EVaLP (sampler S)": dict(steps=None),
             **{f"same energy, Langevin {k} steps": dict(steps=k) for k in args.langevin_steps},
@@ -100,7 +101,7 @@ def main() -> None:
                    f"{args.steps} steps per model ({CONFIGS[args.dataset]}), seed {args.seed}", now() - t0, rows)
     lines += [f"- training seconds: " + ", ".join(f"{k} {v['values']['train_seconds'][0]:.0f}"
                                                    for k, v in trained.items()),
-              f"- NLL: 500 test images, IW K = 500, EBM: minus AIS ln Z; FID/holes: {args.n} samples",
+              f"- NLL: {n_nll} test images, IW K = 500, EBM: minus AIS ln Z; FID/holes: {args.n} samples",
               f"- best-FID Langevin: {best}; EVaLP's sampling speed-up over it: {speedup:.1f}x "
               "(wall time, same run; the paper claims 5-10x over MCMC EBM priors)", "",
               *table("generator", COLUMNS, rows)]
