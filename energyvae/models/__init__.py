@@ -1,6 +1,6 @@
 """Models and their parts. ``build_model(cfg, data)`` builds the configured model."""
 from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec  # noqa: F401
-from . import posterior, priors, reconstruction, regularizers, vae  # noqa: F401,E402  (register the built-ins)
+from . import energy_calibration, posterior, priors, reconstruction, regularizers, vae  # noqa: F401,E402  (register the built-ins)
 
 
 def build_model(model_cfg, data_shape, data_kind="image", value_range=None):

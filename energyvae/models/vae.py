@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nets import DECODERS, ENCODERS
 from ..registry import check
 from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec
@@ -99,9 +100,17 @@ class VAE(nn.Module):
 
     # -- generation ------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Data-space samples: z ~ prior (its own sampler), then the decoder's mean."""
-        return self.reconstruction.mean(self.decode(self.prior.sample(n)))
+    def sample(self, n: int, mcmc: int = 0) -> torch.Tensor:
+        """Data-space samples: z ~ prior (its own sampler), then the decoder's mean; ``mcmc`` > 0
+        refines them by that many Langevin steps of each calibrator with a ``refine`` (EC-VAE)."""
+        x = self.reconstruction.mean(self.decode(self.prior.sample(n)))
+        if mcmc:
+            refiners = [c for c in self.calibrators if hasattr(c, "refine")]
+            if not refiners:
+                raise ConfigError("sample: mcmc > 0 needs a calibrator with a data-space energy (ec)")
+            for c in refiners:
+                x = c.refine(self, x, mcmc)
+        return x
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,4 +11,4 @@ from ..registry import Registry
 ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
 
-from . import conv, mlp  # noqa: E402,F401  (registers the built-in networks)
+from . import conv, energy, mlp  # noqa: E402,F401  (registers the built-in networks)

@@ -1,0 +1,196 @@
+"""EC-VAE (paper 001): conditional Langevin law, dual step, decoder-only calibration,
+lambda = 0 equals a plain VAE, end-to-end run / resume / sample --mcmc, bad params."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from energyvae.config import build_config, read_yaml
+from energyvae.errors import ConfigError
+from energyvae.models.base import CALIBRATORS
+from energyvae.models.energy_calibration import conditional_langevin
+from energyvae.runs import load_run, prepare, train_run
+from energyvae.train import LAST, Trainer, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_EC = {"name": "ec", "energy": {"name": "resnet", "channels": [8], "blocks": 1, "head": 8}}
+
+
+def tiny_cfg(run_dir, calibrators, prior=None, **train):
+    model = {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
+             "decoder": {"name": "mlp", "hidden": [16]}, "reconstruction": {"name": "bernoulli"},
+             "calibrators": calibrators}
+    if prior:
+        model["prior"] = prior
+    return build_config({
+        "run": {"dir": str(run_dir)},
+        "data": {"name": "digits", "binarize": True},       # binarization draws from the global RNG
+        "model": model,
+        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
+                  "eval_batches": 1, "progress": False, "ema": 0.9, **train},
+    })
+
+
+def test_langevin_samples_the_product_of_two_gaussians():
+    """E(x) = ||x - a||^2 / (2 tau^2) and the distance ||x - x0||^2 / (2 sigma^2) at temperature
+    c^2: the target is N(mu, v I), mu = (sigma^2 a + tau^2 x0) / (sigma^2 + tau^2),
+    v = c^2 tau^2 sigma^2 / (tau^2 + sigma^2). The discretised chain (curvature k = 1/tau^2 +
+    1/sigma^2) has the same mean and variance c^2 / (k (1 - s k / 4)), an O(s) excess."""
+    torch.manual_seed(0)
+    a, tau, sigma, c, s = torch.tensor([0.0, 1.0]), 1.0, 0.5, 0.5, 0.01
+    x0 = torch.tensor([1.0, -2.0]).expand(20000, 2)
+    x = conditional_langevin(lambda y: (y - a).pow(2).sum(-1) / (2 * tau**2), x0, steps=600,
+                             step_size=s, sigma=sigma, noise=c)
+    mu = (sigma**2 * a + tau**2 * x0[0]) / (sigma**2 + tau**2)
+    k = 1 / tau**2 + 1 / sigma**2
+    v_true, v_chain = c**2 / k, c**2 / (k * (1 - s * k / 4))
+    torch.testing.assert_close(x.mean(0), mu, atol=0.008, rtol=0)
+    assert abs(x.var(0).mean().item() / v_chain - 1) < 0.03
+    assert abs(v_chain / v_true - 1) < 0.015
+
+
+def test_dual_variable_rises_falls_and_stays_in_bounds():
+    cal = CALIBRATORS.build({**TINY_EC, "lambda_init": 1.0, "eps1": 0.05, "eta": 0.1, "lambda_max": 2.0},
+                            data_shape=(1, 8, 8))
+    lam = lambda: float(cal.lam)  # noqa: E731
+    cal.after_update("vae", {"ec_l_con": 1.05})                  # violated: + eta (1.05 - 0.05)
+    assert lam() == pytest.approx(1.1)
+    cal.after_update("ec", {"ec_l_con": 100.0})                  # only the VAE update's value counts
+    assert lam() == pytest.approx(1.1)
+    cal.after_update("vae", {"ec_l_con": 0.0})                   # satisfied: - eta * eps1
+    assert lam() == pytest.approx(1.095)
+    for _ in range(300):                                         # 219 steps reach 0
+        cal.after_update("vae", {"ec_l_con": 0.0})
+        assert lam() >= 0.0
+    assert lam() == 0.0
+    for _ in range(100):
+        cal.after_update("vae", {"ec_l_con": 10.0})
+    assert lam() == 2.0                                          # clipped at lambda_max
+    fixed = CALIBRATORS.build({**TINY_EC, "lambda_init": 3.0, "primal_dual": False}, data_shape=(1, 8, 8))
+    fixed.after_update("vae", {"ec_l_con": 10.0})
+    assert float(fixed.lam) == 3.0
+
+
+def _grads(module):
+    return [p.grad for p in module.parameters()]
+
+
+def test_calibration_terms_reach_only_their_own_parts(tmp_path):
+    """ec's lambda L_con: decoder only (a VampPrior's samples go through the encoder, yet the
+    encoder, the pseudo-inputs and the energy get no gradient); calibrated_posterior: encoder only."""
+    cfg = tiny_cfg(tmp_path, [{**TINY_EC, "lambda_init": 1.0, "noise": 1.0, "sigma": 1.0},
+                              {"name": "calibrated_posterior"}], prior={"name": "vamp", "components": 4})
+    data, model = prepare(cfg)
+    ec, cpost = model.calibrators
+    x = data.preprocess(data.train.x[:16])
+    state = {"step": 0}
+    _, _, z, q, _ = model.terms(x)
+    state["z"] = z
+    term, logs = ec.vae_loss_term(model, x, state)
+    assert logs["ec/l_con"] > 0
+    term.backward()
+    assert all(g is None for g in _grads(model.encoder) + _grads(model.prior) + _grads(ec))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(model.decoder))
+    model.zero_grad(set_to_none=True)
+    term, logs = cpost.vae_loss_term(model, x, state)
+    assert logs["cpost/l_con"] > 0
+    term.backward()
+    assert all(g is None for g in _grads(model.decoder) + _grads(model.prior) + _grads(ec))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(model.encoder))
+
+
+def test_lambda_zero_trains_exactly_like_a_plain_vae(tmp_path):
+    def fit(run_dir, calibrators):
+        cfg = tiny_cfg(run_dir, calibrators)
+        data, model = prepare(cfg)
+        trainer = Trainer(cfg, model, data)
+        energy0 = [p.detach().clone() for p in model.calibrators.parameters()]
+        trainer.fit()
+        return trainer, energy0
+
+    plain, _ = fit(tmp_path / "plain", [])
+    ec, energy0 = fit(tmp_path / "ec", [{**TINY_EC, "lambda_init": 0.0, "primal_dual": False},
+                                        {"name": "calibrated_posterior", "lambda_init": 0.0}])
+    sd = ec.model.state_dict()
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    for k, v in plain.ema.model.state_dict().items():
+        assert torch.equal(v, ec.ema.model.state_dict()[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(energy0, ec.model.calibrators.parameters()))
+
+
+class Killed(Exception):
+    pass
+
+
+def _ec_digits_cfg(run_dir):
+    raw = read_yaml(ROOT / "configs" / "ecvae_digits.yaml")
+    raw["run"]["dir"] = str(run_dir)
+    raw["data"]["limit"] = 300
+    raw["model"].update(encoder={"name": "conv", "channels": [8, 8]}, decoder={"name": "conv", "channels": [8, 8]})
+    raw["model"]["calibrators"][0].update(energy=TINY_EC["energy"], steps=3)
+    raw["train"].update(steps=6, batch_size=16, eval_every=2, checkpoint_every=2, eval_batches=1, progress=False)
+    raw["eval"] = {"iw_samples": 0, "n_samples": 4, "n_reconstructions": 4}
+    return build_config(raw)
+
+
+def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, monkeypatch):
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    result = train_run(_ec_digits_cfg(ref_dir))
+    train = [r for r in map(json.loads, (ref_dir / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"]
+    for key in ("ec/lambda", "ec/l_con", "ec/e_gen", "ec/e_real", "ec/e_cal"):
+        assert all(key in r for r in train), key
+    assert train[-1]["ec/lambda"] < 30.0                          # the dual step ran (L_con < eps1)
+    assert Path(result["paths"]["samples"]).stat().st_size > 0
+
+    original = Trainer.train_step
+
+    def dying(self, x):
+        if self.step == 3:
+            raise Killed()
+        return original(self, x)
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    cfg = _ec_digits_cfg(run_dir)
+    data, model = prepare(cfg)
+    with pytest.raises(Killed):
+        Trainer(cfg, model, data).fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    data, model = prepare(cfg)
+    resumed = Trainer(cfg, model, data, resume=True)
+    resumed.fit()
+    ref = load_checkpoint(ref_dir / "checkpoints" / LAST)["model"]
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+
+    _, _, model = load_run(ref_dir)
+    torch.manual_seed(0)
+    plain = model.sample(8)
+    torch.manual_seed(0)
+    refined = model.sample(8, mcmc=3)
+    assert plain.shape == refined.shape == (8, 1, 8, 8) and not torch.equal(plain, refined)
+    out = tmp_path / "mcmc.png"
+    res = subprocess.run([sys.executable, "-m", "energyvae", "sample", str(ref_dir), "--n", "8", "--mcmc", "3",
+                          "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    Image.open(out).verify()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"steps": 0}, "model.calibrators.0: steps: must be >= 1"),
+    ({"step_size": 0.0}, "model.calibrators.0: step_size: must be > 0"),
+    ({"eps1": -0.1}, "model.calibrators.0: eps1: must be >= 0"),
+    ({"sigma": -1.0}, "model.calibrators.0: sigma: must be > 0"),
+    ({"lambda_init": 200.0}, "model.calibrators.0: lambda_init: must be in"),
+    ({"betas": [0.0, 1.0]}, "model.calibrators.0: betas"),
+    ({"energy": {"name": "resnet", "blocks": 0}}, "model.calibrators.0: energy: blocks: must be >= 1"),
+    ({"energy": {"name": "nope"}}, "unknown data energy 'nope'"),
+    ({"stepz": 3}, "model.calibrators.0.stepz: unknown key"),
+])
+def test_bad_params_are_config_errors(tmp_path, params, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_cfg(tmp_path, [{"name": "ec", **params}])
