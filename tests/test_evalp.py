@@ -186,7 +186,7 @@ def test_two_stage_updates_and_encoding_without_the_vae_update():
     assert torch.allclose(z.mean(0), q.mean[0], atol=0.1 * q.std.max().item())
     assert torch.allclose(z.std(0), q.std[0], rtol=0.1)
     ema = copy.deepcopy(model)                         # copies (the EMA model) rebind to themselves
-    assert ema.prior.scheme._model() is ema and model.prior.scheme._model() is model
+    assert ema.prior.scheme.bound_model is ema and model.prior.scheme.bound_model is model
 
 
 # ---------------------------------------------------------------------------- prior holes

@@ -80,10 +80,10 @@ def test_vamp_binding_is_weak_and_follows_copies():
     assert [k for k in keys if k.startswith("prior.")] == ["prior.pseudo_inputs"]
     assert len(keys) == len(set(keys))
     assert model not in list(model.prior.modules())
-    assert model.prior._model() is model
+    assert model.prior.bound_model is model
     # a deep copy (the EMA model) encodes its pseudo-inputs with its own encoder
     twin = copy.deepcopy(model)
-    assert twin.prior._model() is twin
+    assert twin.prior.bound_model is twin
     with torch.no_grad():
         for p in twin.encoder.parameters():
             p.add_(0.5)

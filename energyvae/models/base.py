@@ -15,6 +15,7 @@ them) and ``state["posterior"]`` (q(z|x)).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,31 @@ class UpdateSpec:
     grad_clip: float | None = None
     start: int = 0
     stop: int | None = None
+
+
+class BindsModel:
+    """Mixin for a part that needs the whole model (VampPrior's encoder, EVaLP's frozen
+    encoder). The VAE calls ``bind(model)``; the part keeps a weak reference (the model is not
+    its submodule, so state_dict does not recurse) and ``bound_model`` returns it. Copies (the
+    trainer's EMA deepcopy, pickling) point at the copied model, not the original."""
+    _model_ref = None
+
+    def bind(self, model: nn.Module) -> None:
+        self._model_ref = weakref.ref(model)
+
+    @property
+    def bound_model(self) -> nn.Module | None:
+        return self._model_ref() if self._model_ref is not None else None
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_model_ref"] = self.bound_model         # strong while copying, so deepcopy maps it
+        return state
+
+    def __setstate__(self, state):
+        model = state.pop("_model_ref", None)
+        super().__setstate__(state)
+        self._model_ref = weakref.ref(model) if model is not None else None
 
 
 class Component(nn.Module):

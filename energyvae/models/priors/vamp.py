@@ -10,7 +10,6 @@ model: the reference is made strong in ``__getstate__`` and weak again in ``__se
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,35 +17,24 @@ import torch
 from torch import nn
 
 from ...registry import check
-from ..base import PRIORS
+from ..base import PRIORS, BindsModel
 from ..posterior import DiagGaussian
 from . import Prior
 
 
-class VampPrior(Prior):
+class VampPrior(BindsModel, Prior):
     def __init__(self, pseudo_inputs: torch.Tensor, latent_dim: int):
         super().__init__(latent_dim)
         self.pseudo_inputs = nn.Parameter(pseudo_inputs)      # [K, *data_shape]
-        self._model = None
 
     def bind(self, model: nn.Module) -> None:
         if not model.posterior.stochastic:
             raise ValueError("the VampPrior needs a stochastic posterior (q(z|u_k) must have a density)")
-        self._model = weakref.ref(model)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_model"] = self._model() if self._model is not None else None
-        return state
-
-    def __setstate__(self, state):
-        model = state.pop("_model")
-        super().__setstate__(state)
-        self._model = weakref.ref(model) if model is not None else None
+        super().bind(model)
 
     def components(self) -> DiagGaussian:
         """q(z | u_k) for all k: a DiagGaussian with mean / std [K, m]."""
-        model = self._model() if self._model is not None else None
+        model = self.bound_model
         if model is None:
             raise RuntimeError("VampPrior is not bound to a live model (VAE calls bind(model))")
         return model.encode(self.pseudo_inputs)

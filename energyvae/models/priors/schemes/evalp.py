@@ -39,16 +39,14 @@ so ``energy: {name: tilted}`` reproduces it.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
 
 from ....errors import ConfigError
 from ....registry import check
-from ...base import UpdateSpec
+from ...base import BindsModel, UpdateSpec
 from ..ebm import PRIOR_SCHEMES, EnergyOptimParams, PriorScheme
 from ..sampler_nets import FlowSampler, ImplicitSampler, SamplerNet
 from ..samplers import Langevin
@@ -96,27 +94,12 @@ class EVaLPParams(EnergyOptimParams):
               f"two_stage_at: must be >= 1, got {self.two_stage_at}")
 
 
-class EVaLPScheme(PriorScheme):
+class EVaLPScheme(BindsModel, PriorScheme):   # bound: encodes batches once the VAE update stops
     def __init__(self, p: EVaLPParams, net: SamplerNet, latent_dim: int):
         super().__init__()
         self.p, self.net = p, net
         self.refiner = Langevin(latent_dim, p.refine_steps, p.refine_step_size) if p.refine_steps else None
         self.register_buffer("vae_steps", torch.zeros((), dtype=torch.long))   # VAE updates done
-        self._model = None
-
-    # -- the model, for encoding batches once the VAE update has stopped (as vamp.py) -----------
-    def bind(self, model: nn.Module) -> None:
-        self._model = weakref.ref(model)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_model"] = self._model() if self._model is not None else None
-        return state
-
-    def __setstate__(self, state):
-        model = state.pop("_model")
-        super().__setstate__(state)
-        self._model = weakref.ref(model) if model is not None else None
 
     # -- the updates -------------------------------------------------------------------------
     @property
@@ -131,7 +114,7 @@ class EVaLPScheme(PriorScheme):
 
     def _positives(self, prior, x, state) -> torch.Tensor:
         if "z_posterior" not in state:            # the VAE update did not run this step: encode x
-            model = self._model() if self._model is not None else None
+            model = self.bound_model
             if model is None:
                 raise RuntimeError("EVaLP needs the posterior samples of the step or a bound model")
             with torch.no_grad():
