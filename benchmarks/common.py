@@ -49,6 +49,12 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
     return rows
 
 
+def envae_overrides(dataset: str, alpha: float, steps: int, batch_size: int = 64) -> list[str]:
+    """The shared budget of the paper-000 benchmarks (configs/fenvae_fashion.yaml's network)."""
+    return [f"data.name={dataset}", f"model.kl_weight={alpha}", "train.epochs=null", f"train.steps={steps}",
+            f"train.batch_size={batch_size}", "train.eval_every=1000000", "train.checkpoint_every=500"]
+
+
 def cell(values: list[float]) -> str:
     if not values:
         return "—"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
+from common import envae_overrides, RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
 
 OBJECTIVES = {"fenvae": "fast_energy_score, variant: antithetic", "envae": "energy_score, samples: 10"}
 COLUMNS = ["fid_rec", "fid_gen", "is_gen"]
@@ -42,9 +42,7 @@ def main() -> None:
     runs_dir = ROOT / "runs" / f"bench_envae_beta_{args.objective}_{args.dataset}"
     t0 = now()
     rows = run_variants(variants, config="configs/fenvae_fashion.yaml",
-                        common=[f"data.name={args.dataset}", f"model.kl_weight={args.alpha}",
-                                "train.epochs=null", f"train.steps={args.steps}", "train.batch_size=64",
-                                "train.eval_every=1000000", "train.checkpoint_every=500"],
+                        common=envae_overrides(args.dataset, args.alpha, args.steps),
                         seeds_for=lambda _: [args.seed], columns=COLUMNS,
                         metrics=("fid_gen", "fid_rec", "is"), runs_dir=runs_dir)
     recon, samples = {}, {}

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, run_variants, table, write  # noqa: E402
+from common import envae_overrides, ROOT, header, now, run_variants, table, write  # noqa: E402
 
 OBJECTIVES = {"EnVAE (M=10)": "{name: energy_score, samples: 10}",
               "FEnVAE": "{name: fast_energy_score, variant: single}",
@@ -32,9 +32,7 @@ def main() -> None:
                 for m in args.latent_dims for name, spec in OBJECTIVES.items()}
     t0 = now()
     rows = run_variants(variants, config="configs/fenvae_fashion.yaml",
-                        common=[f"data.name={args.dataset}", f"model.kl_weight={args.alpha}",
-                                "train.epochs=null", f"train.steps={args.steps}", "train.batch_size=64",
-                                "train.eval_every=1000000", "train.checkpoint_every=500"],
+                        common=envae_overrides(args.dataset, args.alpha, args.steps),
                         seeds_for=lambda _: [args.seed], columns=COLUMNS,
                         metrics=("fid_gen", "fid_rec", "latent"),
                         runs_dir=ROOT / "runs" / f"bench_envae_latent_{args.dataset}")

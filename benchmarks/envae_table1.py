@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell, header, now, run_variants, write  # noqa: E402
+from common import envae_overrides, ROOT, cell, header, now, run_variants, write  # noqa: E402
 
 
 
@@ -73,9 +73,7 @@ def main() -> None:
     t0 = now()
     rows = run_variants(
         chosen, config="configs/fenvae_fashion.yaml",
-        common=[f"data.name={args.dataset}", f"model.kl_weight={args.alpha}", "train.epochs=null", f"train.steps={args.steps}",
-                f"train.batch_size={args.batch_size}", "train.eval_every=1000000",
-                "train.checkpoint_every=500"],
+        common=envae_overrides(args.dataset, args.alpha, args.steps, args.batch_size),
         seeds_for=lambda name: args.seeds if name in MULTI_SEED else args.seeds[:1],
         columns=["fid_rec", "fid_gen", "is_gen", "train_seconds"], n=args.n,
         metrics=("fid_gen", "fid_rec", "is"), runs_dir=ROOT / "runs" / f"bench_envae_{args.dataset}")
