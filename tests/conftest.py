@@ -10,3 +10,27 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+class Killed(Exception):
+    """A simulated kill of a training process (see ``kill_training_at``)."""
+
+
+@pytest.fixture
+def kill_training_at(monkeypatch):
+    """``kill_training_at(step, action)``: run ``action()`` with ``Trainer.train_step`` raising
+    :class:`Killed` at ``step`` (before that step's update, like a kill -9 between steps), then
+    restore the real ``train_step`` so the caller can resume."""
+    from energyvae.train import Trainer
+    original = Trainer.train_step
+
+    def kill(step, action):
+        def dying(self, x):
+            if self.step == step:
+                raise Killed()
+            return original(self, x)
+        monkeypatch.setattr(Trainer, "train_step", dying)
+        with pytest.raises(Killed):
+            action()
+        monkeypatch.setattr(Trainer, "train_step", original)
+    return kill

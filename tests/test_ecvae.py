@@ -123,10 +123,6 @@ def test_lambda_zero_trains_exactly_like_a_plain_vae(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(energy0, ec.model.calibrators.parameters()))
 
 
-class Killed(Exception):
-    pass
-
-
 def _ec_digits_cfg(run_dir):
     raw = read_yaml(ROOT / "configs" / "ecvae_digits.yaml")
     raw["run"]["dir"] = str(run_dir)
@@ -138,7 +134,7 @@ def _ec_digits_cfg(run_dir):
     return build_config(raw)
 
 
-def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, monkeypatch):
+def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, kill_training_at):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     result = train_run(_ec_digits_cfg(ref_dir))
     train = [r for r in map(json.loads, (ref_dir / "metrics.jsonl").read_text().splitlines())
@@ -148,18 +144,9 @@ def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, monkeypatch)
     assert train[-1]["ec/lambda"] < 30.0                          # the dual step ran (L_con < eps1)
     assert Path(result["paths"]["samples"]).stat().st_size > 0
 
-    original = Trainer.train_step
-
-    def dying(self, x):
-        if self.step == 3:
-            raise Killed()
-        return original(self, x)
-    monkeypatch.setattr(Trainer, "train_step", dying)
     cfg = _ec_digits_cfg(run_dir)
     data, model = prepare(cfg)
-    with pytest.raises(Killed):
-        Trainer(cfg, model, data).fit()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_training_at(3, lambda: Trainer(cfg, model, data).fit())
     data, model = prepare(cfg)
     resumed = Trainer(cfg, model, data, resume=True)
     resumed.fit()

@@ -249,11 +249,7 @@ def test_joint_training_end_to_end(tmp_path):
     assert x.shape == (16, 2) and torch.isfinite(x).all()
 
 
-class Killed(Exception):
-    pass
-
-
-def test_two_stage_freezes_the_vae_and_resumes_exactly(tmp_path, monkeypatch):
+def test_two_stage_freezes_the_vae_and_resumes_exactly(tmp_path, monkeypatch, kill_training_at):
     """two_stage_at = 20 of 40 steps: VAE weights change only before step 20 (with the N(0, I) KL),
     energy and sampler only from step 20 on; a run killed at step 15 and resumed from its step-10
     checkpoint (crossing the switch) ends bit-identical to the uninterrupted one."""
@@ -286,15 +282,7 @@ def test_two_stage_freezes_the_vae_and_resumes_exactly(tmp_path, monkeypatch):
     assert int(ref.model.prior.scheme.vae_steps) == 20
 
     cfg = toy_cfg(tmp_path / "killed", "two_stage_at: 20", every=10)
-
-    def dying(self, x):
-        if self.step == 15:
-            raise Killed()
-        return original(self, x)
-    monkeypatch.setattr(Trainer, "train_step", dying)
-    with pytest.raises(Killed):
-        run(cfg)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_training_at(15, lambda: run(cfg))
     resumed = run(cfg, resume=True)
     for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k

@@ -30,24 +30,11 @@ def run(cfg, resume=False):
     return trainer
 
 
-class Killed(Exception):
-    pass
-
-
-def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_matches_uninterrupted_run(tmp_path, kill_training_at):
     ref = run(make_cfg(tmp_path / "ref"))
 
     cfg = make_cfg(tmp_path / "killed")
-    original = Trainer.train_step
-
-    def dying(self, x):
-        if self.step == 12:
-            raise Killed()
-        return original(self, x)
-    monkeypatch.setattr(Trainer, "train_step", dying)
-    with pytest.raises(Killed):
-        run(cfg)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    kill_training_at(12, lambda: run(cfg))
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / LAST)["step"] == 10
     resumed = run(cfg, resume=True)
 
