@@ -3,7 +3,8 @@
 ``ec`` (Sec. 3). A data-space energy E_w (``energy``, see ``nets/energy.py``) defines the
 conditional EBM p_w(x~|x) ∝ exp(-E_w(x~) - ||x~ - x||^2 / (2 sigma^2)) around a generated
 x = g(z), z ~ p(z) (``source: prior``; ``normal``: z ~ N(0, I) whatever the prior, as the
-authors' demo draws it), g = the decoder's mean. Each training step:
+authors' demo draws it), g = the decoder's mean: ``model.generate(n, z)``, so any generator model
+with that method (EC-Flow's flow, ``models/flow_model.py``) is calibrated the same way. Each training step:
 
 1. VAE update (order 0): x~_K = K steps of the conditional Langevin chain (Eq. 3, below) from
    x_0 = sg(x), and the VAE loss gets  lambda * L_con,  L_con = mean_b ||g(z_b) - sg(x~_K,b)||^2
@@ -143,10 +144,8 @@ class EnergyCalibration(_ChainCalibrator):
 
     def vae_loss_term(self, model, x, state):
         with self.private_rng(state, 0, x.device):
-            with torch.no_grad():
-                z = (model.prior.sample(x.shape[0]) if self.source == "prior"
-                     else torch.randn(x.shape[0], model.latent_dim, device=x.device)).to(x)
-            x_gen = model.reconstruction.mean(model.decode(z))
+            z = None if self.source == "prior" else torch.randn(x.shape[0], model.latent_dim, device=x.device)
+            x_gen = model.generate(x.shape[0], z=z)
             x_cal = self.chain(self.energy, x_gen)
         l_con = (x_gen - x_cal).pow(2).flatten(1).sum(1).mean()
         state["ec_negatives"], state["ec_l_con"] = x_cal, l_con.item()

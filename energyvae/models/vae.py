@@ -99,11 +99,20 @@ class VAE(nn.Module):
         return recon, self.kl(q, z), z, q, logs
 
     # -- generation ------------------------------------------------------------------------
+    def generate(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable data-space samples for calibrators: the decoder's mean at z ~ prior
+        (or the given z), z detached, so gradients reach the decoder only. Any generator model
+        (EC-Flow's flow) offers the same method."""
+        if z is None:
+            with torch.no_grad():
+                z = self.prior.sample(n)
+        return self.reconstruction.mean(self.decode(z.detach()))
+
     @torch.no_grad()
     def sample(self, n: int, mcmc: int = 0) -> torch.Tensor:
         """Data-space samples: z ~ prior (its own sampler), then the decoder's mean; ``mcmc`` > 0
         refines them by that many Langevin steps of each calibrator with a ``refine`` (EC-VAE)."""
-        x = self.reconstruction.mean(self.decode(self.prior.sample(n)))
+        x = self.generate(n)
         if mcmc:
             refiners = [c for c in self.calibrators if hasattr(c, "refine")]
             if not refiners:
