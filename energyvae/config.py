@@ -10,6 +10,12 @@ A config has five sections::
 
 Every key is checked: an unknown key, a wrong type or an out-of-range value raises one
 :class:`ConfigError` naming the dotted key.
+
+A config may start from another (an ablation is a few lines)::
+
+    extends: ecvae_digits.yaml                  # path relative to this file
+    run: {dir: runs/ecvae_digits_no_pd}         # mappings merge key by key, other values replace
+    model.calibrators.0.primal_dual: false      # a dotted key sets one value, list items by index
 """
 from __future__ import annotations
 
@@ -109,25 +115,38 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping."""
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping; a number
+    after a list names its item (``model.calibrators.0.primal_dual=false``)."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        if parts[0] not in SECTIONS:
-            raise ConfigError(f"{key}: unknown key (top-level sections: {', '.join(SECTIONS)})")
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        _set_path(raw, key.strip(), _parse_value(value))
     return raw
 
 
-def read_yaml(path: str | Path) -> dict:
+def _set_path(raw: dict, key: str, value: Any) -> None:
+    """raw[a][b][c] = value for the dotted key ``a.b.c`` (a number indexes a list)."""
+    parts = key.split(".")
+    if parts[0] not in SECTIONS:
+        raise ConfigError(f"{key}: unknown key (top-level sections: {', '.join(SECTIONS)})")
+    node = raw
+    for i, p in enumerate(parts):
+        if isinstance(node, list):                # a list item by index: model.calibrators.0.lr
+            if not (p.isdigit() and int(p) < len(node)):
+                raise ConfigError(f"{key}: {p!r} is not an index of the {len(node)}-item list "
+                                  f"{'.'.join(parts[:i])}")
+            p = int(p)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{key}: {parts[i - 1]!r} is not a section")
+        if i == len(parts) - 1:
+            node[p] = value
+        else:
+            node = node.setdefault(p, {}) if isinstance(node, dict) else node[p]
+
+
+def read_yaml(path: str | Path, _chain: tuple = ()) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -139,7 +158,26 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    base = raw.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+        chain = (*_chain, path.resolve())
+        base_path = (path.parent / base).resolve()
+        if base_path in chain:
+            raise ConfigError(f"{path}: extends: {base} extends itself (a cycle)")
+        raw = _merge(read_yaml(base_path, chain), raw)
+    for key in [k for k in raw if "." in str(k)]:   # dotted keys set single values, after the merge
+        _set_path(raw, key, raw.pop(key))
     return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def build_config(raw: dict) -> Config:

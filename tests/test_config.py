@@ -52,3 +52,32 @@ def test_shipped_configs_validate():
     from pathlib import Path
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_overrides_index_lists():
+    raw = {"model": {"calibrators": [{"name": "ec", "lr": 1.0}, {"name": "x"}]}}
+    out = apply_overrides(raw, ["model.calibrators.0.lr=2.5", "model.calibrators.1.energy.name=mlp"])
+    assert out["model"]["calibrators"] == [{"name": "ec", "lr": 2.5}, {"name": "x", "energy": {"name": "mlp"}}]
+    assert raw["model"]["calibrators"][0]["lr"] == 1.0                 # the input is not modified
+    for bad, msg in [("model.calibrators.2.lr=1", "not an index"), ("model.calibrators.a=1", "not an index"),
+                     ("model.calibrators.0.lr.x=1", "'lr' is not a section")]:
+        with pytest.raises(ConfigError, match=msg):
+            apply_overrides(raw, [bad])
+
+
+def test_extends_merges_and_sets_dotted_keys(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "run: {dir: runs/base}\nmodel: {latent_dim: 4, calibrators: [{name: ec, lr: 1.0}]}\ntrain: {steps: 7}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "extends: ../base.yaml\nrun: {dir: runs/child}\nmodel.calibrators.0.lr: 2.0\ntrain: {batch_size: 3}\n")
+    from energyvae.config import read_yaml
+    raw = read_yaml(tmp_path / "sub" / "child.yaml")
+    assert raw == {"run": {"dir": "runs/child"}, "model": {"latent_dim": 4, "calibrators": [{"name": "ec", "lr": 2.0}]},
+                   "train": {"steps": 7, "batch_size": 3}}
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        read_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "gone.yaml")

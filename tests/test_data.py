@@ -322,6 +322,23 @@ def test_digits():
     assert (pre.scale, pre.dequantize, pre.value_range) == ("pm1", "uniform", (-1.0, 1.0))
 
 
+def test_digits_rgb_is_the_digits_in_class_colours():
+    import colorsys
+
+    gray, rgb = load_data(DataConfig(name="digits")), load_data(DataConfig(name="digits-rgb"))
+    assert rgb.shape == (3, 8, 8) and rgb.kind == "image" and rgb.train.x.dtype == torch.uint8
+    assert torch.equal(gray.train.y, rgb.train.y)                      # same split, same images
+    g, c = gray.train.x.double() / 255, rgb.train.x.double() / 255
+    for i in range(20):                                                # each image = gray * one colour
+        lit = g[i, 0] > 0.5
+        colour = c[i][:, lit].mean(1) / g[i, 0][lit].mean()
+        hue = colorsys.rgb_to_hsv(*colour.clamp(0, 1).tolist())[0]
+        target = int(rgb.train.y[i]) / 10
+        assert min(abs(hue - target), 1 - abs(hue - target)) < 0.03 + 0.01, (i, hue, target)
+        assert torch.allclose(c[i], g[i] * colour[:, None, None], atol=1 / 255 + 1e-9)
+    assert rgb.train.x.max() > 200 and (c.sum(1) == 0).float().mean() > 0.3   # bright digits on black
+
+
 @pytest.mark.skipif(not FASHION.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist():
     b = load_data(DataConfig(name="fashion-mnist", val_fraction=0.1))
@@ -522,5 +539,5 @@ def test_config_errors():
         parse_params(DataConfig, {"binarize": True, "scale": "pm1"}, "data")
     with pytest.raises(ConfigError, match=r"data.scale"):
         parse_params(DataConfig, {"scale": "0-1"}, "data")
-    assert set(toy2d.TOY_SETS) | {"digits", "fashion-mnist", "mnist-idx", "cifar10", "cifar100",
+    assert set(toy2d.TOY_SETS) | {"digits", "digits-rgb", "fashion-mnist", "mnist-idx", "cifar10", "cifar100",
                                   "image-folder", "array"} == set(available_datasets())

@@ -6,6 +6,10 @@
 Datasets (``name``):
 
 - ``digits``: sklearn's 8x8 digits, 1x8x8 uint8 (0..16 rescaled by ``round(v * 255 / 16)``).
+- ``digits-rgb``: the same digits painted in colour, 3x8x8 uint8, for colorization without a
+  download: class c gets the hue c/10 (full saturation and value), jittered by +-0.03 per image
+  (seed ``split_seed``), on black. The hue is learnable from the shape, so gray -> colour is a
+  well-posed restoration task (``energyvae restore --task colorize``).
 - ``fashion-mnist``: gzip IDX files in ``path`` (default ``/usr/share/datasets/fashion-mnist``).
 - ``mnist-idx``: any MNIST-format folder at ``path``: ``{train,t10k}-images-idx3-ubyte[.gz]``
   and optionally ``{train,t10k}-labels-idx1-ubyte[.gz]``.
@@ -38,7 +42,7 @@ __all__ = ["DataConfig", "DataBundle", "Split", "Preprocess", "available_dataset
            "log_density_unnormalized"]
 
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
-IMAGE_SETS = ("digits", "fashion-mnist", "mnist-idx", "cifar10", "cifar100", "image-folder")
+IMAGE_SETS = ("digits", "digits-rgb", "fashion-mnist", "mnist-idx", "cifar10", "cifar100", "image-folder")
 NEEDS_PATH = ("mnist-idx", "cifar10", "cifar100", "image-folder", "array")
 
 
@@ -112,6 +116,16 @@ def _digits(cfg):
     return x, d.target.astype(np.int64), None, None, {"source": "sklearn.datasets.load_digits"}
 
 
+def _digits_rgb(cfg):
+    import colorsys
+
+    x, y, _, _, _ = _digits(cfg)
+    hue = (y / 10 + np.random.default_rng(cfg.split_seed).uniform(-0.03, 0.03, len(y))) % 1.0
+    rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hue], dtype=np.float64)   # [N, 3]
+    x = np.round(x.astype(np.float64) * rgb[:, :, None, None]).astype(np.uint8)       # [N, 3, 8, 8]
+    return x, y, None, None, {"source": f"sklearn.datasets.load_digits, coloured by class (seed {cfg.split_seed})"}
+
+
 def _idx(cfg):
     x, y, xt, yt, files = formats.load_idx_folder(cfg.path or FASHION_MNIST_PATH)
     return x, y, xt, yt, {"source": files}
@@ -137,7 +151,7 @@ def _toy(cfg):
     return x, None, None, None, {"source": f"energyvae.data.toy2d (seed {cfg.split_seed})"}
 
 
-_LOADERS = {"digits": _digits, "fashion-mnist": _idx, "mnist-idx": _idx, "cifar10": _cifar,
+_LOADERS = {"digits": _digits, "digits-rgb": _digits_rgb, "fashion-mnist": _idx, "mnist-idx": _idx, "cifar10": _cifar,
             "cifar100": _cifar, "image-folder": _image_folder, "array": _array,
             **{n: _toy for n in toy2d.TOY_SETS}}
 
