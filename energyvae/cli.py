@@ -53,6 +53,10 @@ def _cmd_train(args) -> int:
             bpd = f" ({m['iw']['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in m["iw"] else ""
             print(f"test NLL (IW bound, K={m['iw']['k']}, {m['iw']['examples']} examples): "
                   f"{m['iw']['nll']:.3f} +- {m['iw']['nll_stderr']:.3f} nats{bpd}")
+        if "exact" in m:
+            bpd = f" ({m['exact']['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in m["exact"] else ""
+            print(f"test NLL (exact, {m['exact']['examples']} examples): "
+                  f"{m['exact']['nll']:.3f} +- {m['exact']['nll_stderr']:.3f} nats{bpd}")
         for k, p in result["paths"].items():
             print(f"  {k:16s} {p}")
     return 0

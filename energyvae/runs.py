@@ -69,7 +69,8 @@ def save_reconstructions(path: Path, model, data, n: int, split: str = "test") -
 
 @torch.no_grad()
 def finalize(cfg: Config, model, data, summary: dict) -> dict:
-    """Test metrics, IW bound, samples, reconstructions and loss curves of a trained run."""
+    """Test metrics, IW bound (or the exact test NLL of an exact-density model), samples,
+    reconstructions and loss curves of a trained run."""
     from .viz import plot_loss_curves
     run_dir, ec = Path(cfg.run.dir), cfg.eval
     model.eval()
@@ -79,16 +80,17 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
         torch.manual_seed(cfg.train.seed)
         test = evaluate_split(model, data.test, data.preprocess, dev, seed=cfg.train.seed)
         metrics = {"test": test, "n_test": len(data.test)}
-        if ec.iw_samples > 0:
+        if ec.iw_samples > 0 or getattr(model, "exact_likelihood", False):
             ll = test_log_likelihood(model, data, k=ec.iw_samples, max_examples=ec.iw_max_examples,
                                      seed=cfg.train.seed)
             if "nll" in ll:
-                metrics["iw"] = ll
+                metrics["exact" if ll.get("exact") else "iw"] = ll
         t = time.perf_counter()
         paths["samples"] = save_samples(run_dir / "samples.png", model, data, ec.n_samples)
         metrics["seconds_to_sample"] = time.perf_counter() - t
-        paths["reconstructions"] = save_reconstructions(run_dir / "reconstructions.png", model, data,
-                                                         ec.n_reconstructions)
+        if hasattr(model, "reconstruct"):               # a data-space EBM has no encoder
+            paths["reconstructions"] = save_reconstructions(run_dir / "reconstructions.png", model, data,
+                                                             ec.n_reconstructions)
     paths["loss_curves"] = plot_loss_curves(read_metrics(run_dir), run_dir / "loss_curves.png")
     metrics["train"] = summary
     metrics["data"] = data.info

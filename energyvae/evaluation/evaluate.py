@@ -81,6 +81,8 @@ def _figures(model, data, out: Path, fake, x_test, x_rec) -> dict:
                                                          reference=x_test.cpu())
         return paths
     paths["samples"] = figures.save_image_grid(to_unit(fake[:64]).cpu(), out / "samples.png")
+    if not hasattr(model, "posterior"):                            # the rest needs an encoder
+        return paths
     paths["reconstructions"] = figures.save_reconstruction_pairs(
         to_unit(x_test[:16]).cpu(), to_unit(x_rec[:16]).cpu(), out / "reconstructions.png")
     # per-pixel variance of the decoder mean over 50 posterior draws of one test image
@@ -123,6 +125,11 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     result: dict = {"run": str(run_dir), "checkpoint": checkpoint, "ema": ema, "seed": seed, "metrics": {}}
     m = result["metrics"]
     torch.manual_seed(seed)
+    if not hasattr(model, "posterior"):   # no encoder (EC-Flow, a data-space EBM): no latent metrics
+        skipped = [k for k in ("fid_rec", "latent", "holes") if k in metrics]
+        if skipped:
+            result["skipped"] = {k: f"{type(model).__name__} has no encoder / posterior" for k in skipped}
+        metrics = [k for k in metrics if k not in skipped]
 
     need_samples = {"fid_gen", "kid", "is", "pr", "figures", "cost"} & set(metrics)
     need_recon = {"fid_rec", "figures"} & set(metrics)
@@ -185,8 +192,9 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
                               "batch_size": cfg.train.batch_size, "device": "cpu",
                               "threads": torch.get_num_threads()}
     if "figures" in metrics:
-        result["figures"] = {k: str(v) for k, v in _figures(model, data, out, fake, *reconstruct(
-            model, data, "test", min(n, 500))).items()}
+        pairs = (reconstruct(model, data, "test", min(n, 500)) if hasattr(model, "posterior")
+                 else (data.preprocess(data.test.x[:min(n, 500)]), None))
+        result["figures"] = {k: str(v) for k, v in _figures(model, data, out, fake, *pairs).items()}
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     from .report import metrics_markdown_table
     (out / "metrics.md").write_text(_notes(result) + "\n\n" + metrics_markdown_table({run_dir.name: m}) + "\n")
@@ -207,4 +215,9 @@ def _notes(result: dict) -> str:
         ll = result["likelihood"]
         lines.append(f"- NLL: importance-weighted, K={ll['k']}, {ll['examples']} {ll['split']} examples"
                      + (f"; ln Z by AIS {ll['ais']['log_z']:.3f} +- {ll['ais']['stderr']:.3f}" if "ais" in ll else ""))
+    if result.get("likelihood", {}).get("exact"):
+        ll = result["likelihood"]
+        lines.append(f"- NLL: exact (the model's density), {ll['examples']} {ll['split']} examples")
+    for k, why in result.get("skipped", {}).items():
+        lines.append(f"- {k}: skipped ({why})")
     return "\n".join(lines)

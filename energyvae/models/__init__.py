@@ -8,3 +8,6 @@ def build_model(model_cfg, data_shape, data_kind="image", value_range=None):
     name, params = model_cfg
     ctx = ModelContext(tuple(data_shape), data_kind, value_range)
     return MODELS._entries[name].builder(params, ctx)
+from . import data_ebm  # noqa: F401,E402  (model "data_ebm": the paper-001 Table 10 EBM baselines)
+from . import flow_model  # noqa: F401,E402  (model "flow": EC-Flow, paper 001 Sec. 4.2)
+from . import wgan_critic  # noqa: F401,E402  (calibrator "wgan": VAE + WGAN-GP, paper 001 Table 10)

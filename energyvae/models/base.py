@@ -12,6 +12,11 @@ computes the loss of an update on a batch::
 ``state["z"]`` (posterior samples with their graph, for extra VAE-loss terms such as an MMD
 regulariser), ``state["z_posterior"]`` (the same, detached, for a prior update that fits
 them) and ``state["posterior"]`` (q(z|x)).
+
+The main update of every generator model is named ``"vae"`` (it means "the generator update":
+the VAE's ELBO step, EC-Flow's maximum-likelihood step); calibrators key their dual steps on
+that name. :class:`HasCalibrators` holds the plumbing such a model shares: its parts'
+own updates, the main update's parameters, the calibrator terms and the after-update hooks.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 POSTERIORS = Registry("posterior")
@@ -98,6 +104,73 @@ class Calibrator(Component):
 
     def vae_loss_term(self, model: nn.Module, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+
+class HasCalibrators:
+    """Mixin for a generator model (an ``nn.Module``) whose main update ``"vae"`` carries the
+    terms of ``self.calibrators`` (an ``nn.ModuleList`` of :class:`Calibrator`) and whose parts
+    (``component_parts()``: the calibrators, plus e.g. a VAE's prior) may bring their own updates.
+
+    - ``bind_parts()``: ``part.bind(self)`` for every part that needs the model;
+    - ``collect_updates(**main)``: the main update over every trainable parameter no part's own
+      update owns (``main``: extra UpdateSpec fields, e.g. ``stop``), then the parts' updates,
+      sorted by ``order``;
+    - ``part_update_loss(update, x, state)``: the loss of a part's own update;
+    - ``add_calibrator_terms(loss, logs, x, state)``: the main loss plus every calibrator's term;
+    - ``refine_samples(x, mcmc)``: ``mcmc`` test-time Langevin steps of every calibrator with ``refine``;
+    - ``after_update``: every part's non-gradient step (e.g. the dual step of lambda).
+    """
+    MAIN_UPDATE = "vae"
+
+    def component_parts(self) -> list[Component]:
+        return list(self.calibrators)
+
+    def bind_parts(self) -> None:
+        for part in self.component_parts():          # parts that need the model (VampPrior's encoder)
+            if hasattr(part, "bind"):
+                part.bind(self)
+
+    def _own_update_params(self) -> set[int]:
+        owned = set()
+        for part in self.component_parts():
+            for u in part.updates():
+                owned |= {id(q) for q in u.params}
+        return owned
+
+    def collect_updates(self, **main) -> list[UpdateSpec]:
+        owned = self._own_update_params()
+        params = [q for q in self.parameters() if id(q) not in owned and q.requires_grad]
+        specs = [UpdateSpec(self.MAIN_UPDATE, params, **main)]
+        for part in self.component_parts():
+            specs += part.updates()
+        return sorted(specs, key=lambda s: s.order)
+
+    def part_update_loss(self, update: str, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        for part in self.component_parts():
+            if update in {u.name for u in part.updates()}:
+                return part.update_loss(update, x, state)
+        raise KeyError(update)
+
+    def add_calibrator_terms(self, loss: torch.Tensor, logs: dict, x: torch.Tensor,
+                             state: dict) -> tuple[torch.Tensor, dict]:
+        for cal in self.calibrators:
+            extra, cal_logs = cal.vae_loss_term(self, x, state)
+            loss = loss + extra
+            logs.update(cal_logs)
+        return loss, logs
+
+    @torch.no_grad()
+    def refine_samples(self, x: torch.Tensor, mcmc: int) -> torch.Tensor:
+        refiners = [c for c in self.calibrators if hasattr(c, "refine")]
+        if not refiners:
+            raise ConfigError("sample: mcmc > 0 needs a calibrator with a data-space energy (ec)")
+        for c in refiners:
+            x = c.refine(self, x, mcmc)
+        return x
+
+    def after_update(self, update: str, state: dict) -> None:
+        for part in self.component_parts():
+            part.after_update(update, state)
 
 
 @dataclass

@@ -68,7 +68,7 @@ from ..registry import check
 from .base import CALIBRATORS, Calibrator, UpdateSpec
 from .priors.samplers import energy_and_grad
 
-__all__ = ["conditional_langevin", "EnergyCalibration", "CalibratedPosterior"]
+__all__ = ["conditional_langevin", "private_rng", "EnergyCalibration", "CalibratedPosterior"]
 
 
 def conditional_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, steps: int,
@@ -83,6 +83,18 @@ def conditional_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: tor
             g = g + (x - x0) / sigma**2
         x = x - 0.5 * step_size * g + noise * step_size**0.5 * torch.randn_like(x)
     return x
+
+
+@contextmanager
+def private_rng(seed: int | torch.Tensor, state: dict, call: int, device: torch.device):
+    """Run the block on a private RNG stream seeded by (``seed``, the trainer's ``state["step"]``,
+    ``call``, the process rank) inside ``torch.random.fork_rng``: the global RNG (and, on CUDA,
+    ``device``'s) is restored afterwards, as if the block had drawn nothing from it."""
+    dist = torch.distributed
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(hash((int(seed), state.get("step", 0), call, rank)) % 2**63)
+        yield
 
 
 @contextmanager
@@ -109,13 +121,8 @@ class _ChainCalibrator(Calibrator):
         return conditional_langevin(energy, x0, self.steps if steps is None else steps, self.step_size,
                                     self.sigma, self.noise)
 
-    @contextmanager
     def private_rng(self, state: dict, call: int, device: torch.device):
-        dist = torch.distributed
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(hash((int(self.seed), state.get("step", 0), call, rank)) % 2**63)
-            yield
+        return private_rng(self.seed, state, call, device)
 
     def dual_step(self, l_con: float) -> None:
         if self.primal_dual:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..nets import DECODERS, ENCODERS
 from ..registry import check
-from .base import CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, ModelContext, UpdateSpec
+from .base import (CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, HasCalibrators, ModelContext,
+                   UpdateSpec)
 
 
 _DEFAULT_PARTS = {"encoder": "mlp", "decoder": "mlp", "posterior": "gaussian", "prior": "normal",
@@ -53,7 +53,7 @@ class VAEParams:
             CALIBRATORS.parse(c, f"model.calibrators.{i}")
 
 
-class VAE(nn.Module):
+class VAE(HasCalibrators, nn.Module):
     def __init__(self, p: VAEParams, ctx: ModelContext):
         super().__init__()
         m = p.latent_dim
@@ -69,9 +69,10 @@ class VAE(nn.Module):
         self.prior = PRIORS.build(p.prior, "model.prior", **common)
         self.calibrators = nn.ModuleList(
             CALIBRATORS.build(c, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
-        for part in [self.prior, *self.calibrators]:     # parts that need the model (VampPrior's encoder)
-            if hasattr(part, "bind"):
-                part.bind(self)
+        self.bind_parts()
+
+    def component_parts(self):
+        return [self.prior, *self.calibrators]
 
     # -- the parts -------------------------------------------------------------------------
     def encode(self, x):
@@ -113,54 +114,25 @@ class VAE(nn.Module):
         """Data-space samples: z ~ prior (its own sampler), then the decoder's mean; ``mcmc`` > 0
         refines them by that many Langevin steps of each calibrator with a ``refine`` (EC-VAE)."""
         x = self.generate(n)
-        if mcmc:
-            refiners = [c for c in self.calibrators if hasattr(c, "refine")]
-            if not refiners:
-                raise ConfigError("sample: mcmc > 0 needs a calibrator with a data-space energy (ec)")
-            for c in refiners:
-                x = c.refine(self, x, mcmc)
-        return x
+        return self.refine_samples(x, mcmc) if mcmc else x
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder mean at the posterior mean."""
         return self.reconstruction.mean(self.decode(self.encode(x).mean))
 
-    # -- the trainer contract (see models/base.py) ------------------------------------------
-    def _own_update_params(self) -> set[int]:
-        owned = set()
-        for part in [self.prior, *self.calibrators]:
-            for u in part.updates():
-                owned |= {id(q) for q in u.params}
-        return owned
-
+    # -- the trainer contract (see models/base.py; plumbing in HasCalibrators) ---------------
     def updates(self) -> list[UpdateSpec]:
-        owned = self._own_update_params()
-        main = [q for q in self.parameters() if id(q) not in owned and q.requires_grad]
-        specs = [UpdateSpec("vae", main, stop=getattr(self.prior, "vae_stop", None))]  # two-stage priors
-        for part in [self.prior, *self.calibrators]:
-            specs += part.updates()
-        return sorted(specs, key=lambda s: s.order)
+        return self.collect_updates(stop=getattr(self.prior, "vae_stop", None))   # two-stage priors
 
     def forward(self, update: str, x: torch.Tensor, state: dict):
         if update != "vae":
-            for part in [self.prior, *self.calibrators]:
-                if update in {u.name for u in part.updates()}:
-                    return part.update_loss(update, x, state)
-            raise KeyError(update)
+            return self.part_update_loss(update, x, state)
         recon, kl, z, q, logs = self.terms(x)
         loss = (recon + self.kl_weight * kl).mean()
         state["z"], state["z_posterior"], state["posterior"] = z, z.detach(), q
         logs = {**logs, "loss": loss.detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
-        for cal in self.calibrators:
-            extra, cal_logs = cal.vae_loss_term(self, x, state)
-            loss = loss + extra
-            logs.update(cal_logs)
-        return loss, logs
-
-    def after_update(self, update: str, state: dict) -> None:
-        for part in [self.prior, *self.calibrators]:
-            part.after_update(update, state)
+        return self.add_calibrator_terms(loss, logs, x, state)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
