@@ -31,12 +31,20 @@ NO_PD = ["model.calibrators.0.primal_dual=false"]
 FASHION_EC = ["model.calibrators.0.energy={name: resnet, channels: [16, 32, 64], blocks: 1, head: 64, "
               "spectral_norm: true}"]
 FASHION_WGAN = ["model.calibrators=[{name: wgan, critic: {name: resnet, channels: [16, 32, 64], blocks: 1, "
-                "head: 64}}]"]
+                "head: 64}, weight: 10.0, warmup: 250, n_critic: 5, gp_weight: 10.0, lr: 1.0e-3}]"]
 MODELS = {   # name: (config, overrides); rows whose config is missing are skipped
     "digits": {"VAE": ("configs/digits_conv_vae.yaml", []),
                "EC-VAE": ("configs/ecvae_digits.yaml", []),
                "EC-VAE w/o primal-dual": ("configs/ecvae_digits.yaml", NO_PD),
                "VAE + WGAN-GP critic": ("configs/vae_wgan_digits.yaml", []),
+               # the other Table-10 ablations; their own budgets (a later override wins)
+               "EBM alone (Langevin from noise)": ("configs/ebm_digits.yaml", ["train.steps=4000"]),
+               "EBM initialised with VAE samples": ("configs/ebm_from_vae_digits.yaml",
+                                                    [f"model.init_run={ROOT / 'runs/bench_ecvae_digits/VAE_s0'}",
+                                                     "train.steps=4000"]),
+               "EC-VAE + flow prior": ("configs/ecvae_flow_prior_digits.yaml", []),
+               "Flow (NLL)": ("configs/flow_digits.yaml", ["train.steps=1000"]),
+               "EC-Flow": ("configs/ecflow_digits.yaml", ["train.steps=1000"]),
                "VAE (coloured digits)": ("configs/digits_conv_vae.yaml", ["data.name=digits-rgb"]),
                "EC-VAE (coloured digits)": ("configs/ecvae_digits.yaml", ["data.name=digits-rgb"])},
     "fashion-mnist": {"VAE": ("configs/fashion_vae.yaml", []),
@@ -49,6 +57,7 @@ BETAS = (0.0, 1.0, 10.0, 100.0, 1000.0)
 
 
 def common_overrides(dataset: str, steps: int) -> list[str]:
+    """The shared budget; a model's own overrides come after these and win (Table-10 rows)."""
     out = [f"train.steps={steps}", "train.epochs=null", "train.eval_every=1000000", "train.checkpoint_every=250"]
     return out + (["train.batch_size=64"] if dataset == "fashion-mnist" else [])
 
@@ -159,7 +168,7 @@ def main() -> None:
             continue
         net, info = get_feature_net(data, seed=args.seed, progress=False)
         real = to_unit_images(data, data.test.x[:args.n])
-        mcmc_rows = [(f"{name} w/ MCMC ({args.mcmc})", args.mcmc)] if name == "EC-VAE" else []
+        mcmc_rows = [(f"{name} w/ MCMC ({args.mcmc})", args.mcmc)] if name in ("EC-VAE", "EC-Flow") else []
         for label, mcmc in [(name, 0)] + mcmc_rows:
             torch.manual_seed(args.seed)
             t = time.perf_counter()
@@ -186,8 +195,8 @@ def main() -> None:
             (models["VAE (coloured digits)"], models["EC-VAE (coloured digits)"]), datas["EC-VAE (coloured digits)"],
             {"colorize": ("colorize", {})}, args.n_restore, args.seed, beta).items()})
 
-    budget = (f"{args.steps} steps x batch {64 if args.dataset == 'fashion-mnist' else 128} per model, "
-              f"seed {args.seed}")
+    budget = (f"{args.steps} steps x batch {64 if args.dataset == 'fashion-mnist' else 128} per model unless "
+              f"its row's overrides say otherwise (listed below), seed {args.seed}")
     lines = header(f"EC-VAE (paper 001) on {args.dataset}", budget, now() - t0, gen_rows)
     lines += [f"- test-time MCMC: {args.mcmc} steps of the calibrator's conditional Langevin; sampling time is "
               f"wall seconds per 1000 images in this run; MCMC / one-pass time ratio {ratio:.1f}",
@@ -196,6 +205,7 @@ def main() -> None:
               "breaks exact consistency), consistency_model_space before clamping",
               f"- EBM weight beta: {beta:g}, the best validation PSNR (box inpainting, first {args.n_restore} "
               "validation images) of " + ", ".join(f"{b:g}" for b in BETAS), scale_line, "",
+              "- own budgets: " + "; ".join(f"{k}: `{' '.join(v[1])}`" for k, v in available.items() if v[1]), "",
               "## Generation", "", *table("model", ["fid_gen", "sec_per_1000", "train_seconds"], gen_rows), "",
               "## Restoration: EBM weight on the validation split", "", *table("beta", ["val_psnr"], beta_rows), "",
               "## Zero-shot restoration (test split)", "",

@@ -13,7 +13,6 @@ and exits with status 2; set ENERGYVAE_DEBUG=1 to see the traceback instead.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from pathlib import Path
@@ -69,9 +68,7 @@ def _cmd_sample(args) -> int:
     cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / (f"samples_mcmc{args.mcmc}.png" if args.mcmc else "samples.png"))
-    if args.mcmc:   # EC-VAE "w/ MCMC": refine the decoded samples with the calibrator's Langevin
-        model.sample = functools.partial(model.sample, mcmc=args.mcmc)
-    print(save_samples(out, model, data, args.n))
+    print(save_samples(out, model, data, args.n, mcmc=args.mcmc))
     return 0
 
 

@@ -48,12 +48,15 @@ def train_run(cfg: Config, resume: bool = False) -> dict | None:
         shutdown(info)
 
 
-def save_samples(path: Path, model, data, n: int) -> Path:
+def save_samples(path: Path, model, data, n: int, mcmc: int = 0) -> Path:
+    """A grid of ``n`` samples (a 2-D scatter of at least 2000 for toy data); ``mcmc`` > 0 refines
+    them by that many Langevin steps of the model's data-space energy (EC-VAE "w/ MCMC")."""
     from .viz import plot_points_2d, save_image_grid
+    draw = (lambda k: model.sample(k, mcmc=mcmc)) if mcmc else model.sample
     if data.kind == "image":
-        return save_image_grid(data.preprocess.to_unit(model.sample(n)).cpu(), path)
+        return save_image_grid(data.preprocess.to_unit(draw(n)).cpu(), path)
     n = max(n, 2000)
-    return plot_points_2d(model.sample(n).cpu(), path, reference=data.test.x[:n], title="samples")
+    return plot_points_2d(draw(n).cpu(), path, reference=data.test.x[:n], title="samples")
 
 
 def save_reconstructions(path: Path, model, data, n: int, split: str = "test") -> Path:
