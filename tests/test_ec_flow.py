@@ -3,22 +3,19 @@ oracles (quadrature, an autograd Jacobian, a Gaussian fit), the generator interf
 equals a plain flow, end-to-end run / resume / exact test NLL / sample --mcmc, bad params."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from energyvae.config import build_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models import ModelContext, build_model
 from energyvae.models.flow_model import FlowModel, FlowModelParams
-from energyvae.runs import load_run, prepare, train_run
-from energyvae.train import LAST, Trainer, load_checkpoint
+from energyvae.runs import load_run, train_run
+from helpers import (ROOT, TINY_TRAIN, assert_mcmc_sampling, assert_resume_exact, assert_same_weights,
+                     fit_recording_calibrators)
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_EC = {"name": "ec", "energy": {"name": "mlp", "hidden": [16]}, "steps": 3}
 
 
@@ -149,26 +146,16 @@ def tiny_cfg(run_dir, calibrators, **train):
         "run": {"dir": str(run_dir)},
         "data": {"name": "digits", "dequantize": "uniform_logit"},   # dequantization draws from the global RNG
         "model": {"name": "flow", "transforms": 2, "hidden": [16], "calibrators": calibrators},
-        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
-                  "eval_batches": 1, "progress": False, "ema": 0.9, **train},
+        "train": {**TINY_TRAIN, **train},
     })
 
 
 def test_lambda_zero_trains_exactly_like_a_plain_flow(tmp_path):
-    def fit(run_dir, calibrators):
-        cfg = tiny_cfg(run_dir, calibrators)
-        data, model = prepare(cfg)
-        trainer = Trainer(cfg, model, data)
-        energy0 = [p.detach().clone() for p in model.calibrators.parameters()]
-        trainer.fit()
-        return trainer, energy0
-
-    plain, _ = fit(tmp_path / "plain", [])
-    ec, energy0 = fit(tmp_path / "ec", [{**TINY_EC, "lambda_init": 0.0, "primal_dual": False}])
+    plain, _ = fit_recording_calibrators(tiny_cfg(tmp_path / "plain", []))
+    ec, energy0 = fit_recording_calibrators(
+        tiny_cfg(tmp_path / "ec", [{**TINY_EC, "lambda_init": 0.0, "primal_dual": False}]))
     for a, b in ((plain.model, ec.model), (plain.ema.model, ec.ema.model)):
-        sd = b.state_dict()
-        for k, v in a.state_dict().items():
-            assert torch.equal(v, sd[k]), k
+        assert_same_weights(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(energy0, ec.model.calibrators.parameters()))
 
 
@@ -206,27 +193,8 @@ def test_ecflow_digits_end_to_end_resume_exact_nll_and_mcmc_sampling(tmp_path, k
     assert exact["nll"] == pytest.approx(nll.mean().item(), rel=1e-5)
     assert exact["bits_per_dim"] == pytest.approx(bpd.mean().item(), rel=1e-5)
 
-    cfg = _ecflow_digits_cfg(run_dir)
-    data, model = prepare(cfg)
-    kill_training_at(3, lambda: Trainer(cfg, model, data).fit())
-    data, model = prepare(cfg)
-    resumed = Trainer(cfg, model, data, resume=True)
-    resumed.fit()
-    ref = load_checkpoint(ref_dir / "checkpoints" / LAST)["model"]
-    for k, v in resumed.model.state_dict().items():
-        assert torch.equal(v, ref[k]), k
-
-    _, _, model = load_run(ref_dir)
-    torch.manual_seed(0)
-    plain = model.sample(8)
-    torch.manual_seed(0)
-    refined = model.sample(8, mcmc=3)
-    assert plain.shape == refined.shape == (8, 1, 8, 8) and not torch.equal(plain, refined)
-    out = tmp_path / "mcmc.png"
-    res = subprocess.run([sys.executable, "-m", "energyvae", "sample", str(ref_dir), "--n", "8", "--mcmc", "3",
-                          "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-2000:]
-    Image.open(out).verify()
+    assert_resume_exact(_ecflow_digits_cfg, ref_dir, run_dir, kill_training_at)
+    assert_mcmc_sampling(ref_dir, tmp_path)
 
     from energyvae.evaluation.evaluate import evaluate_run   # VAE-only metrics are skipped, not crashed
     res = evaluate_run(ref_dir, metrics=("nll", "latent", "holes", "figures"), n=16, nll_examples=50,

@@ -1,38 +1,20 @@
 """EC-VAE (paper 001): conditional Langevin law, dual step, decoder-only calibration,
 lambda = 0 equals a plain VAE, end-to-end run / resume / sample --mcmc, bad params."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from energyvae.config import build_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models.base import CALIBRATORS
 from energyvae.models.energy_calibration import conditional_langevin
-from energyvae.runs import load_run, prepare, train_run
-from energyvae.train import LAST, Trainer, load_checkpoint
+from energyvae.runs import prepare, train_run
+from helpers import (ROOT, assert_mcmc_sampling, assert_resume_exact, assert_same_weights, fit_recording_calibrators,
+                     tiny_vae_cfg)
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_EC = {"name": "ec", "energy": {"name": "resnet", "channels": [8], "blocks": 1, "head": 8}}
-
-
-def tiny_cfg(run_dir, calibrators, prior=None, **train):
-    model = {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
-             "decoder": {"name": "mlp", "hidden": [16]}, "reconstruction": {"name": "bernoulli"},
-             "calibrators": calibrators}
-    if prior:
-        model["prior"] = prior
-    return build_config({
-        "run": {"dir": str(run_dir)},
-        "data": {"name": "digits", "binarize": True},       # binarization draws from the global RNG
-        "model": model,
-        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
-                  "eval_batches": 1, "progress": False, "ema": 0.9, **train},
-    })
 
 
 def test_langevin_samples_the_product_of_two_gaussians():
@@ -82,7 +64,7 @@ def _grads(module):
 def test_calibration_terms_reach_only_their_own_parts(tmp_path):
     """ec's lambda L_con: decoder only (a VampPrior's samples go through the encoder, yet the
     encoder, the pseudo-inputs and the energy get no gradient); calibrated_posterior: encoder only."""
-    cfg = tiny_cfg(tmp_path, [{**TINY_EC, "lambda_init": 1.0, "noise": 1.0, "sigma": 1.0},
+    cfg = tiny_vae_cfg(tmp_path, [{**TINY_EC, "lambda_init": 1.0, "noise": 1.0, "sigma": 1.0},
                               {"name": "calibrated_posterior"}], prior={"name": "vamp", "components": 4})
     data, model = prepare(cfg)
     ec, cpost = model.calibrators
@@ -104,22 +86,11 @@ def test_calibration_terms_reach_only_their_own_parts(tmp_path):
 
 
 def test_lambda_zero_trains_exactly_like_a_plain_vae(tmp_path):
-    def fit(run_dir, calibrators):
-        cfg = tiny_cfg(run_dir, calibrators)
-        data, model = prepare(cfg)
-        trainer = Trainer(cfg, model, data)
-        energy0 = [p.detach().clone() for p in model.calibrators.parameters()]
-        trainer.fit()
-        return trainer, energy0
-
-    plain, _ = fit(tmp_path / "plain", [])
-    ec, energy0 = fit(tmp_path / "ec", [{**TINY_EC, "lambda_init": 0.0, "primal_dual": False},
-                                        {"name": "calibrated_posterior", "lambda_init": 0.0}])
-    sd = ec.model.state_dict()
-    for k, v in plain.model.state_dict().items():
-        assert torch.equal(v, sd[k]), k
-    for k, v in plain.ema.model.state_dict().items():
-        assert torch.equal(v, ec.ema.model.state_dict()[k]), k
+    plain, _ = fit_recording_calibrators(tiny_vae_cfg(tmp_path / "plain", []))
+    ec, energy0 = fit_recording_calibrators(tiny_vae_cfg(tmp_path / "ec", [
+        {**TINY_EC, "lambda_init": 0.0, "primal_dual": False}, {"name": "calibrated_posterior", "lambda_init": 0.0}]))
+    assert_same_weights(plain.model, ec.model)
+    assert_same_weights(plain.ema.model, ec.ema.model)
     assert any(not torch.equal(a, b) for a, b in zip(energy0, ec.model.calibrators.parameters()))
 
 
@@ -144,27 +115,8 @@ def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, kill_trainin
     assert train[-1]["ec/lambda"] < 30.0                          # the dual step ran (L_con < eps1)
     assert Path(result["paths"]["samples"]).stat().st_size > 0
 
-    cfg = _ec_digits_cfg(run_dir)
-    data, model = prepare(cfg)
-    kill_training_at(3, lambda: Trainer(cfg, model, data).fit())
-    data, model = prepare(cfg)
-    resumed = Trainer(cfg, model, data, resume=True)
-    resumed.fit()
-    ref = load_checkpoint(ref_dir / "checkpoints" / LAST)["model"]
-    for k, v in resumed.model.state_dict().items():
-        assert torch.equal(v, ref[k]), k
-
-    _, _, model = load_run(ref_dir)
-    torch.manual_seed(0)
-    plain = model.sample(8)
-    torch.manual_seed(0)
-    refined = model.sample(8, mcmc=3)
-    assert plain.shape == refined.shape == (8, 1, 8, 8) and not torch.equal(plain, refined)
-    out = tmp_path / "mcmc.png"
-    res = subprocess.run([sys.executable, "-m", "energyvae", "sample", str(ref_dir), "--n", "8", "--mcmc", "3",
-                          "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-2000:]
-    Image.open(out).verify()
+    assert_resume_exact(_ec_digits_cfg, ref_dir, run_dir, kill_training_at)
+    assert_mcmc_sampling(ref_dir, tmp_path)
 
 
 @pytest.mark.parametrize("params, message", [
@@ -180,4 +132,4 @@ def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, kill_trainin
 ])
 def test_bad_params_are_config_errors(tmp_path, params, message):
     with pytest.raises(ConfigError, match=message):
-        tiny_cfg(tmp_path, [{"name": "ec", **params}])
+        tiny_vae_cfg(tmp_path, [{"name": "ec", **params}])

@@ -14,25 +14,9 @@ from energyvae.errors import ConfigError
 from energyvae.models.base import CALIBRATORS
 from energyvae.models.wgan_critic import WGANCritic, WGANParams, _reject_batch_norm
 from energyvae.runs import prepare, train_run
-from energyvae.train import LAST, Trainer, load_checkpoint
+from helpers import ROOT, assert_resume_exact, assert_same_weights, fit_recording_calibrators, tiny_vae_cfg
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_CRITIC = {"name": "resnet", "channels": [8], "blocks": 1, "head": 8}
-
-
-def tiny_cfg(run_dir, calibrators, prior=None, **train):
-    model = {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
-             "decoder": {"name": "mlp", "hidden": [16]}, "reconstruction": {"name": "bernoulli"},
-             "calibrators": calibrators}
-    if prior:
-        model["prior"] = prior
-    return build_config({
-        "run": {"dir": str(run_dir)},
-        "data": {"name": "digits", "binarize": True},       # binarization draws from the global RNG
-        "model": model,
-        "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
-                  "eval_batches": 1, "progress": False, "ema": 0.9, **train},
-    })
 
 
 class LinearCritic(nn.Module):
@@ -107,7 +91,7 @@ def test_generator_term_reaches_the_decoder_only_with_the_exact_gradient(tmp_pat
     expression (same z from the private stream); encoder, VampPrior pseudo-inputs and critic get
     no gradient; the detached samples are the critic's fakes."""
     w = 2.5
-    cfg = tiny_cfg(tmp_path, [{"name": "wgan", "critic": TINY_CRITIC, "weight": w, "n_critic": 1}],
+    cfg = tiny_vae_cfg(tmp_path, [{"name": "wgan", "critic": TINY_CRITIC, "weight": w, "n_critic": 1}],
                    prior={"name": "vamp", "components": 4})
     data, model = prepare(cfg)
     (cal,) = model.calibrators
@@ -143,7 +127,7 @@ def test_weight_schedule_warmup_and_n_critic():
 def test_steps_without_the_generator_term_still_give_the_critic_its_fakes(tmp_path):
     """n_critic = 2: at odd steps the term is a constant 0 (no graph), g_loss is still logged and
     the fakes are the same samples as a generator step would draw from the private stream."""
-    cfg = tiny_cfg(tmp_path, [{"name": "wgan", "critic": TINY_CRITIC, "n_critic": 2}])
+    cfg = tiny_vae_cfg(tmp_path, [{"name": "wgan", "critic": TINY_CRITIC, "n_critic": 2}])
     data, model = prepare(cfg)
     (cal,) = model.calibrators
     x = data.preprocess(data.train.x[:16])
@@ -159,21 +143,11 @@ def test_steps_without_the_generator_term_still_give_the_critic_its_fakes(tmp_pa
 def test_weight_zero_trains_exactly_like_a_plain_vae(tmp_path):
     """w = 0: the decoder, encoder, EMA and the global RNG
     (binarization, posterior noise) are as without the calibrator; the critic still trains."""
-    def fit(run_dir, calibrators):
-        cfg = tiny_cfg(run_dir, calibrators)
-        data, model = prepare(cfg)
-        trainer = Trainer(cfg, model, data)
-        critic0 = [p.detach().clone() for p in model.calibrators.parameters()]
-        trainer.fit()
-        return trainer, critic0
-
-    plain, _ = fit(tmp_path / "plain", [])
-    wgan, critic0 = fit(tmp_path / "wgan", [{"name": "wgan", "critic": TINY_CRITIC, "weight": 0.0}])
-    sd = wgan.model.state_dict()
-    for k, v in plain.model.state_dict().items():
-        assert torch.equal(v, sd[k]), k
-    for k, v in plain.ema.model.state_dict().items():
-        assert torch.equal(v, wgan.ema.model.state_dict()[k]), k
+    plain, _ = fit_recording_calibrators(tiny_vae_cfg(tmp_path / "plain", []))
+    wgan, critic0 = fit_recording_calibrators(
+        tiny_vae_cfg(tmp_path / "wgan", [{"name": "wgan", "critic": TINY_CRITIC, "weight": 0.0}]))
+    assert_same_weights(plain.model, wgan.model)
+    assert_same_weights(plain.ema.model, wgan.ema.model)
     assert any(not torch.equal(a, b) for a, b in zip(critic0, wgan.model.calibrators.parameters()))
 
 
@@ -225,15 +199,7 @@ def test_vae_wgan_digits_end_to_end_and_exact_resume(tmp_path, kill_training_at)
     assert [r["wgan/weight"] for r in train] == [0.0] * 5 + [10.0]     # n_critic 5, warm-up 2, w 10
     assert Path(result["paths"]["samples"]).stat().st_size > 0
 
-    cfg = _digits_cfg(run_dir)
-    data, model = prepare(cfg)
-    kill_training_at(3, lambda: Trainer(cfg, model, data).fit())
-    data, model = prepare(cfg)
-    resumed = Trainer(cfg, model, data, resume=True)
-    resumed.fit()
-    ref = load_checkpoint(ref_dir / "checkpoints" / LAST)["model"]
-    for k, v in resumed.model.state_dict().items():
-        assert torch.equal(v, ref[k]), k
+    assert_resume_exact(_digits_cfg, ref_dir, run_dir, kill_training_at)
 
 
 def test_a_batch_norm_critic_is_rejected():
@@ -261,4 +227,4 @@ def test_critic_defaults_to_no_spectral_norm():
 ])
 def test_bad_params_are_config_errors(tmp_path, params, message):
     with pytest.raises(ConfigError, match=message):
-        tiny_cfg(tmp_path, [{"name": "wgan", **params}])
+        tiny_vae_cfg(tmp_path, [{"name": "wgan", **params}])
