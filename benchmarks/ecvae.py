@@ -213,11 +213,11 @@ def main() -> None:
     lines = header(f"EC-VAE (paper 001) on {args.dataset}", budget, now() - t0, gen_rows)
     lines += [f"- test-time MCMC: {args.mcmc} steps of the calibrator's conditional Langevin; sampling time is "
               f"wall seconds per 1000 images in this run; MCMC / one-pass time ratio {ratio:.1f}",
-              f"- restoration: the first {args.n_restore} test images, 200 latent Langevin steps (energyvae restore "
+              f"- restoration: the first {min(args.n_restore, len(data.test))} test images, 200 latent Langevin steps (energyvae restore "
               "defaults); PSNR, SSIM and Consistency = mean |A x_hat - A x| on [0, 1] images (clamping to [0, 1] "
               "breaks exact consistency), consistency_model_space before clamping",
               "- EBM weight beta per EC model: " + ", ".join(f"{k} {v[1]:g}" for k, v in ecs.items())
-              + f", the best validation PSNR (box inpainting, first {args.n_restore} validation images) of "
+              + f", the best validation PSNR (box inpainting, first {min(args.n_restore, len(data.val))} validation images) of "
               + ", ".join(f"{b:g}" for b in BETAS) + "; colorization uses EC-VAE's", *[f"- {x}" for x in scale_lines], "",
               "- own budgets: " + "; ".join(f"{k}: `{' '.join(v[1])}`" for k, v in available.items() if v[1]), "",
               "## Generation", "", *table("model", ["fid_gen", "sec_per_1000", "train_seconds"], gen_rows), "",

@@ -35,8 +35,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, kill_training_at):
 
     cfg = make_cfg(tmp_path / "killed")
     kill_training_at(12, lambda: run(cfg))
-    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / LAST)["step"] == 10
-    resumed = run(cfg, resume=True)
+    killed = load_checkpoint(tmp_path / "killed" / "checkpoints" / LAST)
+    assert killed["step"] == 10 and killed["seconds"] > 0
+    data, model = prepare(cfg)
+    resumed = Trainer(cfg, model, data, resume=True)
+    summary = resumed.fit()
+    # the training time keeps counting across the kill: earlier session + this one
+    assert summary["seconds"] == pytest.approx(killed["seconds"] + summary["seconds_this_session"], rel=1e-6)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / LAST)["seconds"] >= killed["seconds"]
 
     for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k

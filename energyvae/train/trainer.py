@@ -89,6 +89,7 @@ class Trainer:
         self.stream = BatchStream(len(data.train), self.tc.batch_size, self.tc.seed, self.info)
         self.total_steps = self.tc.steps or self.tc.epochs * self.stream.steps_per_epoch
         self.step, self.best = 0, {"metric": "loss", "value": math.inf, "step": None}
+        self.seconds_before, self._t0 = 0.0, None     # training time of earlier sessions (resume)
         self.wrapped = self.model
         if self.info.enabled:
             self.wrapped = DistributedDataParallel(
@@ -111,8 +112,12 @@ class Trainer:
         return {"step": self.step, "model": self.model.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None,
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "rng": rng, "best": self.best, "config": self.cfg.raw,
+                "rng": rng, "best": self.best, "config": self.cfg.raw, "seconds": self._seconds(),
                 "info": {"world_size": self.info.world}}
+
+    def _seconds(self) -> float:
+        """Training wall time so far, summed over sessions (a resumed run keeps counting)."""
+        return self.seconds_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     def _save(self, name: str, rng: dict) -> None:
         for p in self.model.parameters():
@@ -142,6 +147,7 @@ class Trainer:
         if "cuda" in ranks[self.info.rank] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ranks[self.info.rank]["cuda"], self.device)
         self.step, self.best = int(state["step"]), state["best"]
+        self.seconds_before = float(state.get("seconds", 0.0))
         if self.best["value"] is None:
             self.best["value"] = math.inf
 
@@ -191,7 +197,8 @@ class Trainer:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
                        mininterval=0.2 if sys.stderr.isatty() else 30.0)
-        t0, t_window, window_steps = time.perf_counter(), time.perf_counter(), 0
+        self._t0 = t0 = time.perf_counter()
+        t_window, window_steps = t0, 0
         preprocess, train_x = self.data.preprocess, self.data.train.x
         try:
             while self.step < self.total_steps:
@@ -229,4 +236,6 @@ class Trainer:
                 bar.close()
             if logger is not None:
                 logger.close()
-        return {"steps": self.step, "seconds": time.perf_counter() - t0, "best": self.best}
+        session = time.perf_counter() - t0
+        return {"steps": self.step, "seconds": self.seconds_before + session, "seconds_this_session": session,
+                "best": self.best}
