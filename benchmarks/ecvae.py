@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, run_variants, slug, table, write  # noqa: E402
+from common import RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
 
 NO_PD = ["model.calibrators.0.primal_dual=false"]
 # CPU-sized Fashion-MNIST: configs/ecvae_fashion.yaml's energy (channels 32-64-128, head 256, batch
@@ -158,6 +158,7 @@ def main() -> None:
     from energyvae.evaluation.features import get_feature_net, to_unit_images
     from energyvae.evaluation.sample_metrics import compute_sample_metrics
     from energyvae.runs import load_run
+    from energyvae.viz.analysis import plot_beta_walk
 
     runs_dir = ROOT / "runs" / f"bench_ecvae_{slug(args.dataset)}"
     available = {k: v for k, v in MODELS[args.dataset].items() if (ROOT / v[0]).is_file()}
@@ -168,7 +169,7 @@ def main() -> None:
         return
     t0 = now()
     trained = train(args.dataset, list(available), args.steps, args.seed, runs_dir)
-    gen_rows, models, datas = {}, {}, {}
+    gen_rows, models, datas, grids = {}, {}, {}, {}
     for name in available:
         _, data, model = load_run(runs_dir / f"{slug(name)}_s{args.seed}")
         models[name], datas[name] = model, data
@@ -184,6 +185,7 @@ def main() -> None:
             fake = model.sample(args.n, mcmc=mcmc)
             sec = (time.perf_counter() - t) / args.n * 1000
             fid = compute_sample_metrics(real, data.preprocess.to_unit(fake), net, metrics=("fid",))["fid"]
+            grids[label] = data.preprocess.to_unit(fake[:16])
             gen_rows[label] = {"values": {"fid_gen": [fid], "sec_per_1000": [sec],
                                           "train_seconds": trained[name]["values"]["train_seconds"]},
                                "features": info, "reference": {"split": "test", "n": len(real)}}
@@ -224,6 +226,9 @@ def main() -> None:
               "## Restoration: EBM weight on the validation split", "", *table("model: beta", ["val_psnr"], beta_rows), "",
               "## Zero-shot restoration (test split)", "",
               *table("task / method", ["psnr", "ssim", "consistency", "consistency_model_space"], rest_rows)]
+    figure = plot_beta_walk(grids, RESULTS / f"ecvae_{slug(args.dataset)}_samples.png", label=None,
+                            title=f"samples (one decoder pass unless 'w/ MCMC'), {args.dataset}, seed {args.seed}")
+    lines.insert(lines.index("## Generation") + 2, f"Samples: `{figure.name}`.\n")
     write(f"ecvae_{slug(args.dataset)}", lines, {**gen_rows, **beta_rows, **rest_rows})
 
 

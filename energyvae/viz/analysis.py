@@ -64,7 +64,7 @@ def _save(fig, path) -> Path:
     try:
         fig.tight_layout()
         path = _prepare(path)
-        fig.savefig(path, format="png", dpi=_DPI)
+        fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")   # long row labels stay whole
     finally:
         plt.close(fig)
     return path
@@ -400,13 +400,14 @@ def save_latent_walk(images, path, pad: int = 1, scale: int | None = None,
 
 
 def plot_beta_walk(images_by_beta: Mapping[float, object], path, pad: int = 1,
-                   title: str | None = None, label: str = "β") -> Path:
+                   title: str | None = None, label: str | None = "β") -> Path:
     """One row of images per ``beta`` (in the mapping's order), labelled ``β = value``.
 
     ``images_by_beta``: ``{beta: images [N, C, H, W]}`` (e.g. the energy-score exponents
     {0.1, 0.5, 1, 2} of paper 000; rows may hold different counts, but tiles must share
     ``C, H, W``). Each row is a :func:`make_grid` strip drawn at its native pixels
-    (nearest neighbour), with the label on its left.
+    (nearest neighbour), with the label on its left (``label = key``, or the key alone when
+    ``label`` is None).
     """
     if not images_by_beta:
         raise ValueError("plot_beta_walk: no rows")
@@ -437,7 +438,7 @@ def plot_beta_walk(images_by_beta: Mapping[float, object], path, pad: int = 1,
         for side in ax.spines.values():
             side.set_visible(False)
         b = f"{beta:g}" if isinstance(beta, (int, float)) else str(beta)
-        ax.set_ylabel(f"{label} = {b}", rotation=0, ha="right", va="center", fontsize=10)
+        ax.set_ylabel(f"{label} = {b}" if label else b, rotation=0, ha="right", va="center", fontsize=10)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
