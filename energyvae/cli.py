@@ -47,7 +47,7 @@ def _cmd_train(args) -> int:
         print(f"run folder: {cfg.run.dir}")
         test = m["test"]
         line = ", ".join(f"{k} {v:.3f}" for k, v in test.items())
-        print(f"test ({m['n_test']} examples, nats per example): {line}")
+        print(f"test ({m['n_test']} examples, {m.get('units', 'nats per example')}): {line}")
         if "iw" in m:
             bpd = f" ({m['iw']['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in m["iw"] else ""
             print(f"test NLL (IW bound, K={m['iw']['k']}, {m['iw']['examples']} examples): "

@@ -82,7 +82,8 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         test = evaluate_split(model, data.test, data.preprocess, dev, seed=cfg.train.seed)
-        metrics = {"test": test, "n_test": len(data.test)}
+        metrics = {"test": test, "n_test": len(data.test),
+                   "units": getattr(model, "metric_units", "nats per example")}
         if ec.iw_samples > 0 or getattr(model, "exact_likelihood", False):
             ll = test_log_likelihood(model, data, k=ec.iw_samples, max_examples=ec.iw_max_examples,
                                      seed=cfg.train.seed)

@@ -359,7 +359,7 @@ def load_run(run_dir, name: str | None = None) -> RunSummary:
         run.metrics[k] = v
         run.sections[k] = "training run"
     run.notes.update({f"evaluation: {k}": v for k, v in ev_notes.items()})
-    keep = {"iw.note", "iw.k", "iw.examples", "iw.split", "n_test", "data.source",
+    keep = {"iw.note", "iw.k", "iw.examples", "iw.split", "n_test", "units", "data.source",
             "data.official_test", "data.sizes"}
     run.notes.update({f"metrics.json: {k}": v for k, v in tr_notes.items()
                       if k in keep or k.endswith("note")})

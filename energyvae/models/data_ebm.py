@@ -171,6 +171,7 @@ def _load_init_model(p: DataEBMParams, ctx: ModelContext) -> nn.Module:
 
 class DataEBM(nn.Module):
     """E_w(x) on data space, trained by CD with Langevin negatives (module docstring)."""
+    metric_units = "per example; loss = energy score of samples, energy in the net's units"
 
     def __init__(self, p: DataEBMParams, ctx: ModelContext, energy: nn.Module,
                  init_model: nn.Module | None = None):
