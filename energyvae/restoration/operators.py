@@ -15,6 +15,7 @@ raises :class:`RestorationError` when the task cannot apply to that shape.
 """
 from __future__ import annotations
 
+import abc
 from typing import Callable, Sequence
 
 import torch
@@ -30,14 +31,16 @@ class RestorationError(EnergyVAEError, ValueError):
     """A degradation that cannot apply to the given images or options."""
 
 
-class Operator:
+class Operator(abc.ABC):
     """A linear degradation: subclasses define ``A`` and ``pinv``."""
 
+    @abc.abstractmethod
     def A(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """y = A x for a batch [B, C, H, W]."""
 
+    @abc.abstractmethod
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """A+ y, the Moore-Penrose pseudo-inverse applied to a batch."""
 
     def project_null(self, x: torch.Tensor) -> torch.Tensor:
         """(I - A+ A) x: the part of ``x`` that A does not see."""
