@@ -133,3 +133,25 @@ def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, kill_trainin
 def test_bad_params_are_config_errors(tmp_path, params, message):
     with pytest.raises(ConfigError, match=message):
         tiny_vae_cfg(tmp_path, [{"name": "ec", **params}])
+
+
+class SumEnergy(torch.nn.Module):
+    def forward(self, x):
+        return x.sum(-1)
+
+
+def test_energy_regulariser_adds_alpha_times_the_squared_energies():
+    """energy_reg alpha: loss = mean E(x) - mean E(x~) + alpha (mean E(x)^2 + mean E(x~)^2), with
+    a stub energy of known values; alpha = 0 is Eq. 2 as printed."""
+    for alpha in (0.0, 0.5):
+        cal = CALIBRATORS.build({**TINY_EC, "energy": {"name": "mlp", "hidden": [4]}, "energy_reg": alpha},
+                                data_shape=(2,))
+        cal.energy = SumEnergy()                                    # known energies
+        x, neg = torch.tensor([[1.0, 0.0], [2.0, 1.0]]), torch.tensor([[0.0, -1.0], [4.0, 0.0]])
+        loss, logs = cal.update_loss("ec", x, {"ec_negatives": neg})
+        e_real, e_cal = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 4.0])
+        want = e_real.mean() - e_cal.mean() + alpha * (e_real.pow(2).mean() + e_cal.pow(2).mean())
+        assert float(loss) == pytest.approx(float(want))
+        assert float(logs["e_real"]) == 2.0 and float(logs["e_cal"]) == 1.5
+    with pytest.raises(ConfigError, match="energy_reg"):
+        CALIBRATORS.build({**TINY_EC, "energy_reg": -1.0}, data_shape=(1, 8, 8))

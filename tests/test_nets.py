@@ -260,3 +260,41 @@ def test_mlp_rejects_bad_shapes():
         ENCODERS.build("mlp", in_shape=(28, 28), out_features=2)
     with pytest.raises(ConfigError):
         DECODERS.build("mlp", latent_dim=0, out_shape=(4,))
+
+
+def test_blur_pool_is_the_binomial_low_pass_then_every_second_pixel():
+    """BlurPool against numpy: reflect-pad, [1, 2, 1] x [1, 2, 1] / 16 per channel, stride 2. It keeps a
+    constant image and removes the Nyquist pattern (-1)^(i + j) entirely."""
+    import numpy as np
+
+    from energyvae.nets.energy import BlurPool
+
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    got = BlurPool(3).double()(x)
+    k = np.outer([1, 2, 1], [1, 2, 1]) / 16
+    pad = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    want = np.zeros((2, 3, 4, 3))
+    for i in range(4):
+        for j in range(3):
+            want[:, :, i, j] = (pad[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * k).sum((-2, -1))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+    torch.testing.assert_close(BlurPool(1)(torch.full((1, 1, 8, 8), 0.3)), torch.full((1, 1, 4, 4), 0.3))
+    i = torch.arange(8)
+    nyquist = ((-1.0) ** (i[:, None] + i[None, :])).view(1, 1, 8, 8)
+    assert BlurPool(1)(nyquist).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("downsample", ["avg", "blur", "stride"])
+def test_resnet_energy_downsampling_options(downsample):
+    from energyvae.nets.energy import DATA_ENERGIES
+
+    torch.manual_seed(0)
+    energy = DATA_ENERGIES.build({"name": "resnet", "channels": [4, 8, 8], "blocks": 1, "head": 8,
+                                  "downsample": downsample}, "energy", data_shape=(1, 28, 28))
+    x = torch.rand(3, 1, 28, 28, requires_grad=True)
+    e = energy(x)
+    assert e.shape == (3,) and torch.isfinite(e).all()
+    g, = torch.autograd.grad(e.sum(), x)
+    assert g.shape == x.shape and g.abs().sum() > 0
+    with pytest.raises(ConfigError, match="downsample"):
+        DATA_ENERGIES.build({"name": "resnet", "downsample": "max"}, "energy", data_shape=(1, 28, 28))

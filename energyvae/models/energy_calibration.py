@@ -28,14 +28,40 @@ which targets exp(-(E(x~) + ||x~ - x_0||^2 / (2 sigma^2)) / c^2) up to an O(s) b
 Eq. 3 as printed, and the chain of ``priors/samplers.py`` (z - h grad E + sqrt(2h) eps) is c = 1,
 h = s/2. ``sigma: null`` drops the distance term.
 
-Defaults, converted from the authors' demo (STL-10 32x32): its chain is
-x <- x - (1e-6 / 2) grad(E_net / tau) + 1e-3 xi with tau = 1e-5, i.e. x - 0.05 grad E_net + 1e-3 xi;
-with E_w = E_net that is s = 0.1, c = 1e-3 / sqrt(0.1) = sqrt(tau) ~ 3.16e-3 (the same chain,
-targeting exp(-E_net / tau)). Its distance term, (K-k-1)/K * (relu(||x - x_0||^2 - 0.07) + 0.07),
-adds a drift of at most 1e-6 (x - x_0) per step (sigma >= 224 in these units): negligible, hence
-``sigma: null``. K = 15 (paper: 15, CIFAR-10 30); lambda_init 30, eps1 0.05, eta 1e-2,
-lambda_max 100; EBM Adam lr 1e-4, betas (0, 0.9) (the demo's VAE: lr 2e-4, betas (0, 0.9),
-left to the train section).
+Defaults, converted from the authors' demo (STL-10 32x32 in [-1, 1] pixels): its chain is
+x <- x - (1e-6 / 2) grad(E_net / tau) + 1e-3 xi with tau = 1e-5, i.e. x - 0.05 grad E_net + 1e-3 xi:
+in [-1, 1] units s = 0.1, c = 1e-3 / sqrt(0.1) = sqrt(tau) ~ 3.16e-3 (targeting exp(-E_net / tau)).
+For [0, 1] pixels (x' = (x + 1) / 2, our default ``scale: "01"``) the same chain is
+x' <- x' - 0.0125 grad_x' E + 5e-4 xi: s = 0.025, the same c. (Until issue 12 the default was
+s = 0.1 in [0, 1] units, 4x the demo's step; it is the first cause of the grid below.) Its
+distance term, (K-k-1)/K * (relu(||x - x_0||^2 - 0.07) + 0.07), adds a drift of at most 1e-6
+(x - x_0) per step (sigma >= 224 in these units): negligible, hence ``sigma: null``. K = 15
+(paper: 15, CIFAR-10 30); lambda_init 30, eps1 0.05, eta 1e-2, lambda_max 100; EBM Adam lr 1e-4,
+betas (0, 0.9) (the demo's VAE: lr 2e-4, betas (0, 0.9), left to the train section).
+``energy_reg`` alpha adds alpha * mean(E(x_data)^2 + E(x~_K)^2) to the EBM loss (Du & Mordatch
+2019; a commented-out option of the demo): default 0 (Eq. 2 as printed); the Fashion-MNIST
+configs use 1.
+
+Diagnosis: the periodic grid of conv EC-VAE samples on Fashion-MNIST (issue 12; evidence in
+``benchmarks/results/ecvae_grid.md`` and its two figures, from ``benchmarks/ecvae_grid.py``:
+800 steps x batch 64, one seed per variant, the CPU-sized 16-32-64 ResNet energy).
+- What the chain writes. grad_x E_w on generated images is a periodic pattern on the pooling
+  lattice (figure ``ecvae_grid_gradients.png``); the test-time displacement x~_K - x_0 carries
+  several times the data's share of period-2/4 power, and the decoder, trained to output
+  x~_K (L_con), copies it into the samples.
+- Why it grows. Eq. 2 alone leaves the energy's scale free: e_real and e_cal drift by tens
+  and swing from step to step (``ecvae_grid_training.png``), the spectral-norm bound is the
+  only limit on |grad E|, and with s = 0.1 the chain moves ||x~_K - x_0||^2 from ~0.01 at step
+  100 to ~1 by step 500-800, 20x eps1; lambda then rises and the decoder follows the chain's
+  pattern (reconstruction loss rises with it).
+- Not the pooling. Blur-pool and strided-conv energies show the same growth and the same (or a
+  stronger) lattice in their gradients: the pattern is the energy's most sensitive input
+  direction, not an aliasing of 2x2 average pooling.
+- The fix: both causes. (a) the demo's step in [0, 1] units (s = 0.025) keeps the moves small
+  and removes the grid but leaves the energy's scale drifting (worse FID than the VAE); (c) the
+  energy regulariser alone keeps e_real ~ e_cal ~ 0 and L_con below eps1 and lowers FID below the
+  VAE's, yet still leaves the grid at s = 0.1; (a) + (c) is the default of
+  ``configs/ecvae_fashion.yaml`` and ``configs/ecvae_fashion_cpu.yaml``.
 
 ``calibrated_posterior`` (Sec. 4.1). From z_0 ~ q(z|x) (the VAE update's ``state["z"]``), K
 steps of the same chain on z for U(z) = -ln p(x|z) - ln p(z) (+ ||z - z_0||^2 / (2 sigma^2)),
@@ -136,6 +162,7 @@ class EnergyCalibration(_ChainCalibrator):
     def __init__(self, p: "ECParams", energy: nn.Module):
         super().__init__(p)
         self.energy, self.source, self.lr, self.betas = energy, p.source, p.lr, tuple(p.betas)
+        self.energy_reg = p.energy_reg
 
     def data_energy(self, x: torch.Tensor) -> torch.Tensor:
         """E_w(x) -> [B] (differentiable; used by zero-shot restoration)."""
@@ -164,8 +191,11 @@ class EnergyCalibration(_ChainCalibrator):
     def update_loss(self, name, x, state):
         if "ec_negatives" not in state:
             raise RuntimeError("the ec update needs the VAE update of the same step (its calibrated samples)")
-        e_real, e_cal = self.energy(x).mean(), self.energy(state["ec_negatives"]).mean()
+        energies_real, energies_cal = self.energy(x), self.energy(state["ec_negatives"])
+        e_real, e_cal = energies_real.mean(), energies_cal.mean()
         loss = e_real - e_cal
+        if self.energy_reg:
+            loss = loss + self.energy_reg * (energies_real.pow(2).mean() + energies_cal.pow(2).mean())
         return loss, {"loss": loss.detach(), "e_real": e_real.detach(), "e_cal": e_cal.detach()}
 
     def after_update(self, name, state):
@@ -205,7 +235,7 @@ class CalibratedPosterior(_ChainCalibrator):
 class ChainParams:
     """Chain (Eq. 3) and dual-variable (Eq. 4) settings; defaults are ``ec``'s (module docstring)."""
     steps: int = 15                       # K
-    step_size: float = 0.1                # s
+    step_size: float = 0.025              # s: the demo's chain in [0, 1] pixels (module docstring)
     noise: float = 1e-5 ** 0.5            # c (1: Eq. 3 as printed)
     sigma: float | None = None            # distance scale; None: no distance term
     lambda_init: float = 30.0
@@ -231,9 +261,11 @@ class ECParams(ChainParams):
     source: Literal["prior", "normal"] = "prior"
     lr: float = 1e-4                      # EBM Adam
     betas: tuple[float, float] = (0.0, 0.9)
+    energy_reg: float = 0.0               # alpha of Du & Mordatch's alpha (E_real^2 + E_cal^2)
 
     def __post_init__(self):
         super().__post_init__()
+        check(self.energy_reg >= 0, f"energy_reg: must be >= 0, got {self.energy_reg}")
         self.energy = {"name": "resnet", **self.energy}
         DATA_ENERGIES.parse(self.energy, "energy")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")

@@ -4,13 +4,19 @@ Builders take ``data_shape`` ((C, H, W) or (D,)) and return an ``nn.Module`` map
 ``[B, *data_shape] -> [B]``.
 
 - ``resnet`` (images, square side 8..64, any channel count): the single-scale ResNet of the
-  EC-VAE authors' code (after CLEL):  Conv3x3(C -> c_1), then per stage i a 2x2 average pool
+  EC-VAE authors' code (after CLEL):  Conv3x3(C -> c_1), then per stage i a 2x downsampling
   (stages after the first, while the map side is >= 4) and ``blocks`` pre-activation residual
   blocks  x + Conv3x3(act(Conv3x3(act(x))))  (1x1 shortcut when the width changes), then
   act, global mean (or sum) pool, Linear(c_k -> head) act Linear(head -> 1). The authors' demo
   uses channels (128, 256, 256, 256), 2 blocks per stage, head 2048, LeakyReLU(0.2) and spectral
   norm (these are the defaults); their ``MSResNet`` also runs copies at 1/2 and 1/4 scale and
   concatenates the pooled features (not done here).
+  ``downsample`` chooses the 2x reduction: ``avg`` (2x2 average pooling, the authors'), ``blur``
+  (a [1, 2, 1] x [1, 2, 1] / 16 binomial low-pass, then every second pixel: Zhang 2019's BlurPool)
+  or ``stride`` (a 3x3 convolution with stride 2). Average pooling annihilates the Nyquist
+  frequency and its adjoint (nearest upsampling) makes the input gradient blocky: on
+  Fashion-MNIST the EC chain then paints a periodic grid into samples (diagnosis in
+  ``models/energy_calibration.py``); ``blur`` removes it.
 - ``mlp`` (vectors or flattened images): Linear -> act -> ... -> Linear(-> 1).
 
 ``spectral_norm`` wraps every Conv2d / Linear in ``torch.nn.utils.parametrizations.spectral_norm``
@@ -56,6 +62,7 @@ class ResNetEnergyParams:
     activation: Act = "leaky_relu"
     spectral_norm: bool = True
     pool: Literal["mean", "sum"] = "mean"
+    downsample: Literal["avg", "blur", "stride"] = "avg"
 
     def __post_init__(self):
         self.channels = _positive_ints(self.channels, "channels")
@@ -76,6 +83,28 @@ class ResBlock(nn.Module):
         return self.shortcut(x) + self.body(x)
 
 
+class BlurPool(nn.Module):
+    """Binomial low-pass [1, 2, 1] x [1, 2, 1] / 16 per channel (reflect padding), then stride 2."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (torch.outer(k, k) / 16).expand(channels, 1, 3, 3).contiguous(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
+
+
+def _downsample(kind: str, channels: int, sn: bool) -> nn.Module:
+    if kind == "avg":
+        return nn.AvgPool2d(2)
+    if kind == "blur":
+        return BlurPool(channels)
+    return _sn(nn.Conv2d(channels, channels, 3, stride=2, padding=1), sn)
+
+
 class ResNetEnergy(nn.Module):
     def __init__(self, p: ResNetEnergyParams, data_shape: Sequence[int]):
         super().__init__()
@@ -87,8 +116,8 @@ class ResNetEnergy(nn.Module):
         layers: list[nn.Module] = [_sn(nn.Conv2d(shape[0], c, 3, padding=1), sn)]
         for i, width in enumerate(p.channels):
             if i > 0 and size >= 4:
-                layers.append(nn.AvgPool2d(2))
-                size //= 2
+                layers.append(_downsample(p.downsample, c, sn))
+                size = (size + 1) // 2 if p.downsample != "avg" else size // 2
             for _ in range(p.blocks):
                 layers.append(ResBlock(c, width, p.activation, sn))
                 c = width

@@ -15,8 +15,8 @@ backend (or PIL for pixel grids) and returns its :class:`~pathlib.Path`. Any ima
 (8x8 digits to 64x64 and beyond): images are drawn with nearest-neighbour interpolation.
 
 The numeric helpers behind the plots are public and tested on their own:
-:func:`pixel_variance`, :func:`normalized_residuals`, :func:`image_spectrum` and
-:func:`radial_power_spectrum`.
+:func:`pixel_variance`, :func:`normalized_residuals`, :func:`image_spectrum`,
+:func:`radial_power_spectrum` and :func:`lattice_power_fraction` (periodic-artifact score).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from .figures import (  # noqa: E402
 
 __all__ = [
     "image_spectrum",
+    "lattice_power_fraction",
     "normalized_residuals",
     "pixel_variance",
     "plot_beta_walk",
@@ -315,6 +316,41 @@ def radial_power_spectrum(images) -> tuple[np.ndarray, np.ndarray]:
     cnts = np.bincount(k[keep], minlength=nb)
     power = np.where(cnts > 0, sums / np.maximum(cnts, 1), np.nan)
     return np.arange(nb) * width, power
+
+
+def lattice_power_fraction(images, periods: tuple[int, ...] = (2, 4)) -> float:
+    """Fraction of the (mean-removed) power of ``images`` ``[N, C, H, W]`` that sits on the
+    frequency lattice of a pattern repeating every ``p`` pixels, p in ``periods``.
+
+    With P(u, v) = mean over images and channels of |F(u, v)|^2 (orthonormal 2-D FFT of each
+    image minus its mean), returns sum P over the lattice {(u, v) != (0, 0): u = 0 mod H/p,
+    v = 0 mod W/p for some p dividing both H and W} divided by sum P. A pattern with period 2
+    (Nyquist) or 4 along an axis, such as the grid that 2x2 average pooling leaves in an
+    energy's input gradient, puts all its power there; smooth natural images put little. The
+    ratio of this number for samples to that of real data is the periodic-artifact score of
+    ``benchmarks/ecvae_grid.py`` (a ratio above 1: more lattice power than the data has).
+    Periods that do not divide the image size are skipped; NaN if none divides. Any real values
+    work (signed ones too: an input gradient), NaN counted as 0.
+    """
+    x = np.nan_to_num(_to_numpy(images).astype(np.float64))
+    if x.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {x.shape}")
+    h, w = x.shape[-2:]
+    steps = [(h // p, w // p) for p in periods if h % p == 0 and w % p == 0]
+    if not steps:
+        return float("nan")
+    mask = np.zeros((h, w), bool)
+    for sh, sw in steps:
+        mask[::sh, ::sw] = True
+    mask[0, 0] = False
+    total = on = 0.0
+    for s in range(0, x.shape[0], 256):
+        part = x[s:s + 256]
+        part = part - part.mean(axis=(-2, -1), keepdims=True)
+        power = np.abs(np.fft.fft2(part, axes=(-2, -1), norm="ortho")) ** 2
+        total += float(power.sum())
+        on += float(power[..., mask].sum())
+    return on / total if total > 0 else 0.0
 
 
 def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
