@@ -3,9 +3,10 @@
     energyvae train --config FILE [key=value ...] [--resume]
     energyvae sample RUN [--n 64] [--mcmc K] [--out FILE]
     energyvae reconstruct RUN [--n 16] [--split test] [--out FILE]
-    energyvae evaluate RUN [--metrics fid_gen,fid_rec,kid,is,pr,nll,latent,holes,cost,figures] [--n 2000]
+    energyvae evaluate RUN [--metrics fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures] [--n 2000]
     energyvae report RUN [RUN ...] --out DIR
     energyvae restore RUN --task inpaint|colorize|sr2|sr4 --input DIR|FILE --out DIR [--method ebm]
+                      [--mask-file MASK.png] [--degraded]
 
 A user error (bad config, bad data, bad checkpoint) prints one ``energyvae: error: ...`` line
 and exits with status 2; set ENERGYVAE_DEBUG=1 to see the traceback instead.
@@ -112,15 +113,19 @@ def _cmd_restore(args) -> int:
     from .restoration.files import restore_files
 
     res = restore_files(args.run, args.task, args.input, args.out, method=args.method, mask=args.mask,
-                        fraction=args.fraction, steps=args.steps, step_size=args.step_size,
-                        noise_scale=args.noise_scale, ebm_weight=args.ebm_weight, seed=args.seed,
-                        checkpoint=args.checkpoint, ema=not args.no_ema)
+                        fraction=args.fraction, mask_file=args.mask_file, degraded=args.degraded,
+                        steps=args.steps, step_size=args.step_size, noise_scale=args.noise_scale,
+                        ebm_weight=args.ebm_weight, ebm_mode=args.ebm_mode, seed=args.seed, checkpoint=args.checkpoint,
+                        ema=not args.no_ema)
     for note in res["notes"]:
         print(f"note: {note}")
-    m = res["mean"]
-    print(f"{args.task} ({args.method}), {len(res['images'])} image(s): PSNR {m['psnr']:.2f} dB, "
-          f"SSIM {m['ssim']:.3f}, Consistency {m['consistency']:.2g} (on the saved [0, 1] images)")
-    print(f"written: {Path(args.out) / 'metrics.json'} and one PNG per image (input | degraded | restored)")
+    m, n = res["mean"], len(res["images"])
+    quality = (f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, Consistency {m['consistency']:.2g} "
+               "(on the saved [0, 1] images), " if "psnr" in m else "")
+    print(f"{args.task} ({args.method}), {n} image(s): {quality}"
+          f"mean |A x_hat - y| {m['consistency_model']:.2g} (model space)")
+    print(f"written to {args.out}: <stem>.png (restored) and <stem>_compare.png per image, "
+          f"{'overview.png, ' if n > 1 else ''}metrics.json")
     return 0
 
 
@@ -154,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compute metrics and figures of a trained run")
     e.add_argument("run", help="a run folder")
-    e.add_argument("--metrics", default="fid_gen,fid_rec,kid,is,pr,nll,latent,holes,cost,figures",
-                   help="comma-separated subset of fid_gen,fid_rec,kid,is,pr,nll,latent,cost,figures")
+    e.add_argument("--metrics", default="fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures",
+                   help="comma-separated subset of fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures")
     e.add_argument("--n", type=int, default=2000, help="samples / reference images for feature metrics")
     e.add_argument("--reference", choices=["train", "test"], default="test",
                    help="split whose images are the reference set of FID/KID/PR")
@@ -183,12 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", required=True, help="output folder")
     z.add_argument("--method", choices=["ebm", "no-ebm", "pinv"], default="ebm",
                    help="Langevin with / without the EC-VAE energy, or the A+ y baseline")
-    z.add_argument("--mask", choices=["box", "random"], default="box", help="inpainting mask")
+    z.add_argument("--mask", choices=["box", "random"], help="inpainting mask drawn by the tool (default box)")
     z.add_argument("--fraction", type=float, help="share of missing pixels (default 0.25 box, 0.5 random)")
+    z.add_argument("--mask-file", help="inpainting mask image of the run's H x W: 255 (white) = observed, "
+                   "0 (black) = missing, no other value")
+    z.add_argument("--degraded", action="store_true",
+                   help="the inputs are already degraded (y), read without resizing: inpaint: H x W with "
+                   "--mask-file; colorize: grayscale H x W; sr2 / sr4: H/2 x W/2 / H/4 x W/4")
     z.add_argument("--steps", type=int, default=200, help="Langevin steps in z")
     z.add_argument("--step-size", type=float, default=1e-3, help="Langevin step size s")
     z.add_argument("--noise-scale", type=float, default=0.1, help="sigma of the Gaussian likelihood")
-    z.add_argument("--ebm-weight", type=float, default=1.0, help="beta in exp(-beta E_w(g(z)))")
+    z.add_argument("--ebm-weight", type=float, default=1.0,
+                   help="beta in exp(-beta E_w / c^2): 1 = the temperature c^2 the energy was trained at")
+    z.add_argument("--ebm-mode", choices=["data", "latent"], default="data",
+                   help="data: the calibrator's own chain at its training temperature, restricted to A x = y "
+                   "(default); latent: Eq. 6 as printed, exp(-beta E_w(g(z))) in the latent chain")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--checkpoint", choices=["best", "last"], default="best")
     z.add_argument("--no-ema", action="store_true")

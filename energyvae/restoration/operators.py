@@ -7,7 +7,9 @@ A A+ A = A and A+ A A+ = A+ hold:
 
 - ``colorize``: A = mean over the 3 channels ([B, 1, H, W]); A+ = the gray value in every channel.
 - ``inpaint``: A = x * mask (missing pixels set to 0, shape kept); A+ = A. The mask is boolean
-  (True = observed), of shape [H, W] or anything broadcasting to the batch.
+  (True = observed), of shape [H, W] or anything broadcasting to the batch. ``OPERATORS["inpaint"]``
+  draws a centre box or random pixels (``mask="box" | "random"``), or takes an explicit [H, W]
+  mask tensor (``mask=tensor``: bool, or 0 / 1 values) such as a user's mask file.
 - ``sr2`` / ``sr4``: A = average pooling over f x f blocks; A+ = nearest upsampling by f.
 
 ``OPERATORS[task](shape, **options)`` builds the operator for images of shape ``(C, H, W)`` and
@@ -106,10 +108,24 @@ def random_mask(h: int, w: int, fraction: float = 0.5, seed: int = 0) -> torch.T
     return mask.view(h, w)
 
 
-def _inpaint(shape: Sequence[int], mask: str = "box", fraction: float | None = None,
+def _explicit_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``mask`` checked to be an [H, W] mask of bools or 0 / 1 values, as bool."""
+    if tuple(mask.shape) != (h, w):
+        raise RestorationError(f"inpaint: the mask is {tuple(mask.shape)}, the images are {h}x{w}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise RestorationError("inpaint: a mask tensor must hold bools or 0 / 1 values")
+    return mask.bool()
+
+
+def _inpaint(shape: Sequence[int], mask: str | torch.Tensor = "box", fraction: float | None = None,
              seed: int = 0) -> Inpaint:
-    """Inpainting with a centre box (default 1/4 of the area) or random pixels (default 1/2) missing."""
+    """Inpainting with a centre box (default 1/4 of the area) or random pixels (default 1/2) missing,
+    or with an explicit [H, W] ``mask`` tensor (True = observed; ``fraction`` must then be None)."""
     _, h, w = _chw(shape, "inpaint")
+    if isinstance(mask, torch.Tensor):
+        if fraction is not None:
+            raise RestorationError("inpaint: fraction applies to the box / random masks, not a mask tensor")
+        return Inpaint(_explicit_mask(mask, h, w))
     if mask not in ("box", "random"):
         raise RestorationError(f"inpaint: mask must be 'box' or 'random', got {mask!r}")
     if fraction is not None and not 0 < fraction < 1:
