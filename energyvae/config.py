@@ -127,13 +127,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def _set_path(raw: dict, key: str, value: Any) -> None:
-    """raw[a][b][c] = value for the dotted key ``a.b.c`` (a number indexes a list)."""
+    """raw[a][b][c] = value for the dotted key ``a.b.c`` (a number indexes a list; the index one
+    past the end, as the last part of the key, appends: ``model.calibrators.1={name: ...}``)."""
     parts = key.split(".")
     if parts[0] not in SECTIONS:
         raise ConfigError(f"{key}: unknown key (top-level sections: {', '.join(SECTIONS)})")
     node = raw
     for i, p in enumerate(parts):
         if isinstance(node, list):                # a list item by index: model.calibrators.0.lr
+            if p.isdigit() and int(p) == len(node) and i == len(parts) - 1:
+                node.append(value)
+                return
             if not (p.isdigit() and int(p) < len(node)):
                 raise ConfigError(f"{key}: {p!r} is not an index of the {len(node)}-item list "
                                   f"{'.'.join(parts[:i])}")

@@ -59,7 +59,10 @@ def test_overrides_index_lists():
     out = apply_overrides(raw, ["model.calibrators.0.lr=2.5", "model.calibrators.1.energy.name=mlp"])
     assert out["model"]["calibrators"] == [{"name": "ec", "lr": 2.5}, {"name": "x", "energy": {"name": "mlp"}}]
     assert raw["model"]["calibrators"][0]["lr"] == 1.0                 # the input is not modified
-    for bad, msg in [("model.calibrators.2.lr=1", "not an index"), ("model.calibrators.a=1", "not an index"),
+    appended = apply_overrides(raw, ["model.calibrators.2={name: calibrated_posterior}"])["model"]["calibrators"]
+    assert appended[2] == {"name": "calibrated_posterior"} and len(raw["model"]["calibrators"]) == 2
+    for bad, msg in [("model.calibrators.2.lr=1", "not an index"), ("model.calibrators.3={name: x}", "not an index"),
+                     ("model.calibrators.a=1", "not an index"),
                      ("model.calibrators.0.lr.x=1", "'lr' is not a section")]:
         with pytest.raises(ConfigError, match=msg):
             apply_overrides(raw, [bad])

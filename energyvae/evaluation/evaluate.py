@@ -5,7 +5,10 @@ network, reference split, sample counts, checkpoint), ``metrics.md`` and the fig
 
 Metric names: ``fid_gen`` / ``kid_gen`` / ``is_gen`` / ``precision`` / ``recall`` compare
 prior samples with the reference split; ``fid_rec`` compares reconstructions of held-out
-(test) images with the reference split; ``nll`` / ``bits_per_dim`` are the importance-weighted
+(test) images with the reference split; ``mse`` (with ``mse_stderr``) is the reconstruction
+error of n test images, the mean squared pixel difference between the image and the decoder
+mean at its posterior mean, on the [0, 1] display scale, averaged per pixel and then over images
+(the stderr is over images); ``nll`` / ``bits_per_dim`` are the importance-weighted
 test NLL (minus an AIS ln Z for unnormalised priors); ``sec_per_step`` is the median training
 step time measured here (a few steps of all the model's updates, on a copy) and
 ``sec_per_image`` the sampling time measured here; ``lipschitz_pairs``,
@@ -24,7 +27,7 @@ import torch
 from ..errors import EnergyVAEError
 from ..train.logger import read_metrics
 
-ALL_METRICS = ("fid_gen", "fid_rec", "kid", "is", "pr", "nll", "latent", "holes", "cost", "figures")
+ALL_METRICS = ("fid_gen", "fid_rec", "mse", "kid", "is", "pr", "nll", "latent", "holes", "cost", "figures")
 
 
 def _batched(fn, n: int, batch: int):
@@ -126,13 +129,13 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     m = result["metrics"]
     torch.manual_seed(seed)
     if not hasattr(model, "posterior"):   # no encoder (EC-Flow, a data-space EBM): no latent metrics
-        skipped = [k for k in ("fid_rec", "latent", "holes") if k in metrics]
+        skipped = [k for k in ("fid_rec", "mse", "latent", "holes") if k in metrics]
         if skipped:
             result["skipped"] = {k: f"{type(model).__name__} has no encoder / posterior" for k in skipped}
         metrics = [k for k in metrics if k not in skipped]
 
     need_samples = {"fid_gen", "kid", "is", "pr", "figures", "cost"} & set(metrics)
-    need_recon = {"fid_rec", "figures"} & set(metrics)
+    need_recon = {"fid_rec", "mse", "figures"} & set(metrics)
     n_fake = n if data.kind == "image" else max(n, 2000)
     fake, sec_per_image = generate(model, n_fake) if need_samples else (None, None)
     x_test, x_rec = reconstruct(model, data, "test", n) if need_recon else (None, None)
@@ -168,6 +171,10 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
             rec = compute_sample_metrics(real, to_unit(x_rec).cpu(), net, metrics=("fid",))
             m["fid_rec"] = rec["fid"]
             result["n_reconstructions"] = len(x_rec)
+    if "mse" in metrics:
+        per_image = (to_unit(x_rec) - to_unit(x_test)).flatten(1).pow(2).mean(1).double()
+        m["mse"] = float(per_image.mean())
+        m["mse_stderr"] = float(per_image.std() / len(per_image) ** 0.5) if len(per_image) > 1 else float("nan")
     if "nll" in metrics:
         ll = test_log_likelihood(model, data, k=iw_samples, max_examples=nll_examples,
                                  ais_chains=ais_chains, ais_temps=ais_temps, seed=seed, progress=progress)

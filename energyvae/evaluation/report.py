@@ -56,7 +56,7 @@ INFO_KEYS = frozenset({
 })
 
 #: preferred row order (then first appearance)
-_ORDER = ["fid_gen", "fid_rec", "fid", "kid", "kid_gen", "kid_rec", "precision", "recall",
+_ORDER = ["fid_gen", "fid_rec", "mse", "mse_stderr", "fid", "kid", "kid_gen", "kid_rec", "precision", "recall",
           "density", "coverage", "is", "is_gen", "inception_score", "nll", "nll_stderr",
           "bits_per_dim", "psnr", "ssim",
           "lpips", "consistency", "sec_per_step", "sec_per_image"]
