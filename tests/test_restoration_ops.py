@@ -135,7 +135,7 @@ def test_consistent_chain_samples_the_energy_at_its_training_temperature(task, o
     """Quadratic E(x) = ||x - m||^2 / (2 v), chain of step s and noise c (the calibrator's): on
     {A x = y} the law is exp(-beta E / c^2) restricted, i.e. P x ~ N(P m, (v c^2 / beta) P). The
     Euler-Maruyama chain's exact stationary variance along P is v c^2 / (beta (1 - beta s / (4 v))).
-    20000 chains, 300 steps (contraction 0.95 per step): mean within 0.01 c, variance within 3 %."""
+    5000 chains, 200 steps (contraction 0.95 per step): mean within 0.05 c, variance within 3 %."""
     from energyvae.restoration.zero_shot import consistent_langevin
 
     torch.manual_seed(0)
@@ -143,12 +143,12 @@ def test_consistent_chain_samples_the_energy_at_its_training_temperature(task, o
     shape = (3, 4, 4)
     op = op_of(task, opts, shape)
     m = torch.rand(shape, dtype=torch.float64)
-    x0 = torch.rand(20000, *shape, dtype=torch.float64)
+    x0 = torch.rand(5000, *shape, dtype=torch.float64)
     x = consistent_langevin(lambda t: (t - m).pow(2).flatten(1).sum(1) / (2 * v), x0, op,
-                            steps=300, step_size=s, noise=c, weight=beta)
+                            steps=200, step_size=s, noise=c, weight=beta)
     torch.testing.assert_close(op.A(x), op.A(x0), atol=1e-10, rtol=0)    # A x = y throughout
     free = op.project_null(x - m)                                         # P (x - m), mean 0
-    assert free.mean(0).abs().max() < 0.01 * c * 5
+    assert free.mean(0).abs().max() < 0.05 * c
     # the variance of a coordinate-free projection: E ||P(x - m)||^2 = rank(P) * sigma^2
     rank = float(op.project_null(torch.eye(48, dtype=torch.float64).view(48, *shape)).flatten(1).pow(2).sum())
     var = free.flatten(1).pow(2).sum(1).mean() / rank
