@@ -22,7 +22,7 @@ Outputs in ``OUT``: ``<stem>.png``, the restored image alone at the run's resolu
 exact); ``<stem>_compare.png``, labelled columns input (clean inputs only) | degraded (A+ y) |
 restored; ``overview.png``, the same one row per image (the first ``OVERVIEW_ROWS``) when
 there are several; and ``metrics.json``, per image and averaged: ``consistency_model``, the
-mean |A x^ - y| in model space (0 up to float rounding, as x^ = A+ y + (I - A+ A) g(z)), and
+mean |A x^ - y| in model space (0 up to float rounding, as x^ = A+ y + (I - A+ A) x'), and
 for clean inputs PSNR, SSIM and Consistency (mean |A x^ - A x|) against the converted input,
 on the [0, 1] images as saved (clipping to [0, 1] may leave a tiny non-zero Consistency).
 """
