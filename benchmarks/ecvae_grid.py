@@ -18,7 +18,7 @@ measures on every trained run:
 
 Variants: the VAE alone (reference); ``avg`` (the old default: 2x2 average pooling, s = 0.1); (a) the authors' demo chain
 converted to [0, 1] pixels (s = 0.025); (b) blur-pool / strided-conv downsampling; (c) the energy
-magnitude regulariser alpha (E_real^2 + E_cal^2), alpha = 1; (d) a smaller step s = 0.01; (a) + (c).
+magnitude regulariser alpha (E_real^2 + E_cal^2), alpha = 1; (d) a smaller step s = 0.01; (e) s = 0.05 with the regulariser; (a) + (c).
 Finished runs are reused.
 """
 from __future__ import annotations
@@ -45,6 +45,8 @@ VARIANTS = {   # name: (run folder stem, overrides); each pins the chain setting
     "(b) strided conv": ("b_stride", [f"{EC}.energy={ENERGY}, downsample: stride}}", *OLD]),
     "(c) energy reg. alpha 1": ("c_reg", [f"{EC}.energy={ENERGY}}}", *OLD, f"{EC}.energy_reg=1.0"]),
     "(d) small step, s 0.01": ("d_small", [f"{EC}.energy={ENERGY}}}", *OLD, f"{EC}.step_size=0.01"]),
+    "(e) s 0.05, energy reg. alpha 1 (between (c) and the fix)": ("e_mid", [f"{EC}.energy={ENERGY}}}",
+                                                                       f"{EC}.step_size=0.05", f"{EC}.energy_reg=1.0"]),
     "(a) + (c): s 0.025, energy reg. alpha 1 (the fix)": ("ac", [f"{EC}.energy={ENERGY}}}", f"{EC}.step_size=0.025",
                                                                  f"{EC}.energy_reg=1.0"]),
 }

@@ -60,10 +60,11 @@ Diagnosis: the periodic grid of conv EC-VAE samples on Fashion-MNIST (issue 12; 
 - The fix: both causes. (a) the demo's step in [0, 1] units (s = 0.025) keeps the moves small
   and removes the grid but leaves the energy's scale drifting (worse FID than the VAE); (c) the
   energy regulariser alone keeps e_real ~ e_cal ~ 0 and L_con below eps1 and lowers FID below the
-  VAE's, yet still leaves the grid at s = 0.1; (d) s = 0.01 also removes it, with a drifting
-  energy and a worse FID. (a) + (c), the default of ``configs/ecvae_fashion.yaml`` and
+  VAE's, yet still leaves the grid at s = 0.1 (and a weaker one at s = 0.05); (d) s = 0.01 also
+  removes it, with a drifting energy and a worse FID. (a) + (c), the default of ``configs/ecvae_fashion.yaml`` and
   ``configs/ecvae_fashion_cpu.yaml``, keeps the energy bounded, L_con below eps1 throughout, the
-  samples' lattice power at the VAE's, and FID at or a little below the VAE's (3 seeds in
+  samples' lattice power at the VAE's, and FID a little below the VAE's with this ResNet
+  energy and ~0.6x the VAE's with a spectral-norm MLP energy (3 seeds, 800 steps, in
   ``benchmarks/results/ecvae_fashion_mnist.md``). What it gives up: the smaller step also
   weakens the decoder's calibration signal (~ lambda K s grad E), which is why (c) alone, with
   4x the step, lowers FID more while it paints the grid.
