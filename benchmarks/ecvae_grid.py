@@ -149,7 +149,7 @@ def plot_gradients(figs: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(figs)
-    fig, axes = plt.subplots(len(names), 4, figsize=(13, 1.9 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 4, figsize=(15, 0.8 * len(names) + 0.6), squeeze=False)
     for r, name in enumerate(names):
         for c, (label, imgs) in enumerate(figs[name]["images"].items()):
             imgs = _signed(imgs) if label.startswith("grad") else imgs
