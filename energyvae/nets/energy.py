@@ -13,10 +13,10 @@ Builders take ``data_shape`` ((C, H, W) or (D,)) and return an ``nn.Module`` map
   concatenates the pooled features (not done here).
   ``downsample`` chooses the 2x reduction: ``avg`` (2x2 average pooling, the authors'), ``blur``
   (a [1, 2, 1] x [1, 2, 1] / 16 binomial low-pass, then every second pixel: Zhang 2019's BlurPool)
-  or ``stride`` (a 3x3 convolution with stride 2). Average pooling annihilates the Nyquist
-  frequency and its adjoint (nearest upsampling) makes the input gradient blocky: on
-  Fashion-MNIST the EC chain then paints a periodic grid into samples (diagnosis in
-  ``models/energy_calibration.py``); ``blur`` removes it.
+  or ``stride`` (a 3x3 convolution with stride 2). They were the suspects of the periodic grid
+  that the EC chain painted into Fashion-MNIST samples; the diagnosis (``models/
+  energy_calibration.py``) found the same grid with every one of them: its causes were the
+  chain's step and the energy's free scale, not the downsampling.
 - ``mlp`` (vectors or flattened images): Linear -> act -> ... -> Linear(-> 1).
 
 ``spectral_norm`` wraps every Conv2d / Linear in ``torch.nn.utils.parametrizations.spectral_norm``

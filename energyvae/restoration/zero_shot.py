@@ -18,8 +18,8 @@ comes from two chains.
    whose law is exp(-E_w(x) / c^2) (c^2 = 1e-5 in the shipped configs): E_w is an energy at
    temperature c^2, and only its short-run moves of K_c steps of size s_c from decoder outputs
    were ever scored. Eq. 6 as printed puts exp(-E_w(g(z))) into the latent chain at temperature
-   1: relative to the trained law that is beta_eff = c^2 = 1e-5, so the term is flat (measured:
-   its latent gradient is ~1e-3 of the likelihood term's, PSNR moves < 0.05 dB). Taking the
+   1: relative to the trained law that is beta_eff = c^2 = 1e-5, so the term is flat (the
+   benchmark of issue 7 measured its latent gradient and PSNR effect: both negligible). Taking the
    trained law instead, exp(-E_w / c^2), inside the latent chain needs s <~ c^2 / ||J^T H J||
    for stability (J the decoder Jacobian): ~1e5 steps to mix the prior part. So the EBM factor
    is applied where and how it was trained: from x_0 = A+ y + P g(z_K), K_c steps of the
