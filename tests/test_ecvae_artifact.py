@@ -2,8 +2,8 @@
 diagnosis in energyvae/models/energy_calibration.py, evidence in benchmarks/results/ecvae_grid.md).
 
 The grid grows out of an energy whose scale is left free: with Eq. 2 alone, e_real and e_cal
-drift and swing by several units within the first hundred steps (the diagnosis runs: ~2 at step
-100, tens by step 500), the chain's moves grow with |grad E|, and the decoder copies the
+drift and swing by units within the first hundred steps and by tens later (the diagnosis
+runs' training figure, ecvae_grid_training.png), the chain's moves grow with |grad E|, and the decoder copies the
 pattern the chain writes. A short run cannot wait for the grid itself, so the test checks
 the measurable precursors and the outcome it can reach in 120 steps, on the shipped CPU config
 (configs/ecvae_fashion_cpu.yaml) at batch 32:

@@ -77,7 +77,11 @@ reconstruction in eval mode (a calibrated Gaussian then uses its running scale a
 updated by the chain). Defaults: K = 5 (paper); step 1e-3, sigma 1, c = 1 and a fixed
 lambda_2 = 1 are ours (the paper gives none; it updates lambda_2 by Eq. 4 too: ``primal_dual``).
 Logs ``cpost/lambda``, ``cpost/l_con``. Use it alone (VAE + calibrated posterior) or after
-``ec``.
+``ec``. Known limit of these defaults (issue 12, Fashion-MNIST, latent 32): the logged
+``cpost/l_con`` sits at K s m = 5 * 1e-3 * 32 = 0.16, the expected ||z_K - z_0||^2 of the noise
+alone, so the drift of -ln p(x|z) - ln p(z) barely moves z in 5 steps and the encoder's target is
+z_0 plus noise; MSE and ELBO did not improve (``benchmarks/results/ecvae_fashion_mnist.md``).
+A larger step or more steps would be the next thing to measure.
 
 Randomness. Both calibrators draw from a private stream seeded by (a seed buffer drawn at build,
 the trainer's step, the call, the process rank) inside ``torch.random.fork_rng``, so the global
