@@ -3,8 +3,8 @@
     energyvae train --config FILE [key=value ...] [--resume]
     energyvae sample RUN [--n 64] [--mcmc K] [--out FILE]
     energyvae reconstruct RUN [--n 16] [--split test] [--out FILE]
-    energyvae evaluate RUN [--metrics fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures] [--n 2000]
-    energyvae report RUN [RUN ...] --out DIR
+    energyvae evaluate RUN [--metrics fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,sampler,cost,figures] [--n 2000]
+    energyvae report RUN [RUN ...] --out DIR [--baseline NAME]
     energyvae restore RUN --task inpaint|colorize|sr2|sr4 --input DIR|FILE --out DIR [--method ebm]
                       [--mask-file MASK.png] [--degraded]
 
@@ -70,6 +70,10 @@ def _cmd_sample(args) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / (f"samples_mcmc{args.mcmc}.png" if args.mcmc else "samples.png"))
     print(save_samples(out, model, data, args.n, mcmc=args.mcmc))
+    from .evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+    diag = prior_sampler_diagnostics(model, n=max(args.n, 256), seed=args.seed)
+    if diag is not None:
+        print("prior " + describe_diagnostics(diag))
     return 0
 
 
@@ -105,7 +109,13 @@ def _cmd_report(args) -> int:
     for run in args.runs:
         if not (Path(run) / "config.yaml").is_file():
             raise EnergyVAEError(f"{run}: not a run folder (no config.yaml)")
-    print(build_report([Path(r) for r in args.runs], Path(args.out), title=args.title))
+    try:
+        print(build_report([Path(r) for r in args.runs], Path(args.out), title=args.title,
+                           baseline=args.baseline))
+    except ValueError as e:
+        if args.baseline is None or "baseline" not in str(e):
+            raise
+        raise EnergyVAEError(f"--baseline: {e}") from None
     return 0
 
 
@@ -159,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compute metrics and figures of a trained run")
     e.add_argument("run", help="a run folder")
-    e.add_argument("--metrics", default="fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures",
+    e.add_argument("--metrics", default="fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,sampler,cost,figures",
                    help="comma-separated subset of fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,cost,figures")
     e.add_argument("--n", type=int, default=2000, help="samples / reference images for feature metrics")
     e.add_argument("--reference", choices=["train", "test"], default="test",
@@ -179,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run folders")
     r.add_argument("--out", required=True, help="output folder (index.html is written there)")
     r.add_argument("--title", help="page title")
+    r.add_argument("--baseline", metavar="NAME",
+                   help="the run (folder name or path) the others' per-image NLLs are paired with "
+                   "(default: the first run with evaluation/per_image_nll.json)")
     r.set_defaults(func=_cmd_report)
 
     z = sub.add_parser("restore", help="zero-shot restoration of images (EC-VAE paper, section 4.3)")

@@ -12,6 +12,15 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny ops only lose time to threads on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Killed(Exception):
     """A simulated kill of a training process (see ``kill_training_at``)."""
 

@@ -14,10 +14,18 @@ step time measured here (a few steps of all the model's updates, on a copy) and
 ``sec_per_image`` the sampling time measured here; ``lipschitz_pairs``,
 ``lipschitz_jacobian`` and ``posterior_variance`` are the latent diagnostics of
 :mod:`energyvae.evaluation.latent`.
+
+With ``nll``, the per-image test NLLs (nats, model space, ln Z subtracted; in the order of the
+split) go to ``RUN/evaluation/per_image_nll.json`` instead: ``{"split", "examples", "k",
+"seed", "per_image_nll": [...], "dims": D or null}`` (``dims``: the data dimensions of
+bits/dim, where bits/dim is reported). ``energyvae report`` pairs runs on them
+(:mod:`energyvae.evaluation.paired`). A new ``metrics.json`` without NLLs removes an older
+per-image file.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +35,12 @@ import torch
 from ..errors import EnergyVAEError
 from ..train.logger import read_metrics
 
-ALL_METRICS = ("fid_gen", "fid_rec", "mse", "kid", "is", "pr", "nll", "latent", "holes", "cost", "figures")
+#: per-image test NLLs of the ``nll`` metric (``RUN/evaluation/per_image_nll.json``), for paired
+#: comparisons of runs in ``energyvae report``
+PER_IMAGE_NLL = "per_image_nll.json"
+
+ALL_METRICS = ("fid_gen", "fid_rec", "mse", "kid", "is", "pr", "nll", "latent", "holes", "sampler", "cost",
+               "figures")
 
 
 def _batched(fn, n: int, batch: int):
@@ -52,6 +65,30 @@ def reconstruct(model, data, split: str, n: int, batch: int = 500) -> tuple[torc
         xs.append(x)
         recs.append(model.reconstruct(x))
     return torch.cat(xs), torch.cat(recs)
+
+
+@torch.no_grad()
+def prior_sampler_diagnostics(model, n: int = 1000, seed: int = 0) -> dict | None:
+    """The convergence diagnostic of the prior's MCMC sampler on ``n`` chains (the sampler's own
+    start), with the sampler's name and settings; None for a prior without one."""
+    prior = getattr(model, "prior", None)
+    sampler = getattr(prior, "sampler", None)
+    if sampler is None or not hasattr(prior, "energy_net"):
+        return None
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        _, tr = prior.sample(n, trace=True)
+    d = tr.diagnostics()
+    d["sampler"] = type(sampler).__name__
+    return d
+
+
+def describe_diagnostics(d: dict) -> str:
+    """One line: sampler, steps, R-hat, drift, acceptance, and whether the chains mixed."""
+    acc = f", acceptance {d['acceptance']:.2f}" if d.get("acceptance") is not None else ""
+    verdict = "mixed" if d["mixed"] else "NOT mixed (more steps, or another sampler)"
+    return (f"sampler {d['sampler']}, {d['steps']} steps x {d['chains']} chains: split R-hat "
+            f"{d['rhat_max']:.3f}, drift {d['drift_max']:.1f} sd{acc}: {verdict}")
 
 
 def time_train_steps(cfg, model, data, steps: int = 20, warmup: int = 3) -> float:
@@ -127,6 +164,7 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     to_unit = data.preprocess.to_unit
     result: dict = {"run": str(run_dir), "checkpoint": checkpoint, "ema": ema, "seed": seed, "metrics": {}}
     m = result["metrics"]
+    per_image_nll = None
     torch.manual_seed(seed)
     if not hasattr(model, "posterior"):   # no encoder (EC-Flow, a data-space EBM): no latent metrics
         skipped = [k for k in ("fid_rec", "mse", "latent", "holes") if k in metrics]
@@ -178,6 +216,11 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     if "nll" in metrics:
         ll = test_log_likelihood(model, data, k=iw_samples, max_examples=nll_examples,
                                  ais_chains=ais_chains, ais_temps=ais_temps, seed=seed, progress=progress)
+        per_image = ll.pop("per_image_ll", None)       # to per_image_nll.json, not metrics.json
+        if per_image is not None:
+            per_image_nll = {"split": ll.get("split", "test"), "examples": ll.get("examples", len(per_image)),
+                             "k": ll.get("k"), "seed": seed, "per_image_nll": [-v for v in per_image],
+                             "dims": ll.get("dims")}
         result["likelihood"] = ll
         for key in ("nll", "nll_stderr", "bits_per_dim"):
             if key in ll:
@@ -189,6 +232,14 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
         from .prior_holes import prior_hole_metrics
         holes = prior_hole_metrics(model, data, n_prior=n, n_data=n, seed=seed)
         m.update({k: holes[k] for k in ("log_q_agg_gap", "hole_fraction")})
+    if "sampler" in metrics:
+        diag = prior_sampler_diagnostics(model, seed=seed)
+        if diag is not None:
+            result["sampler"] = diag
+            m.update(sampler_rhat=diag["rhat_max"], sampler_drift=diag["drift_max"],
+                     sampler_mixed=float(diag["mixed"]))
+            if diag.get("acceptance") is not None:
+                m["sampler_acceptance"] = diag["acceptance"]
     if "cost" in metrics:
         m["sec_per_step"] = time_train_steps(cfg, model, data)
         m["sec_per_image"] = sec_per_image
@@ -202,10 +253,27 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
         pairs = (reconstruct(model, data, "test", min(n, 500)) if hasattr(model, "posterior")
                  else (data.preprocess(data.test.x[:min(n, 500)]), None))
         result["figures"] = {k: str(v) for k, v in _figures(model, data, out, fake, *pairs).items()}
+    # the per-image NLLs belong to this metrics.json: written with it, or a stale one removed
+    if per_image_nll is not None:
+        _write_atomic(out / PER_IMAGE_NLL, json.dumps(per_image_nll))
+    else:
+        (out / PER_IMAGE_NLL).unlink(missing_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     from .report import metrics_markdown_table
     (out / "metrics.md").write_text(_notes(result) + "\n\n" + metrics_markdown_table({run_dir.name: m}) + "\n")
     return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and
+    ``os.replace``: a reader sees the old file or the whole new one, never a partial one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _notes(result: dict) -> str:
@@ -225,6 +293,8 @@ def _notes(result: dict) -> str:
     if result.get("likelihood", {}).get("exact"):
         ll = result["likelihood"]
         lines.append(f"- NLL: exact (the model's density), {ll['examples']} {ll['split']} examples")
+    if "sampler" in result:
+        lines.append("- prior " + describe_diagnostics(result["sampler"]))
     for k, why in result.get("skipped", {}).items():
         lines.append(f"- {k}: skipped ({why})")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ An EBM prior is composed of three parts, each chosen by name in the config::
   optimisation updates (which see the step's posterior samples in ``state["z_posterior"]``),
   may replace the VAE's KL term (``kl``), and may bring extra modules (a proposal flow, a
   sampler network) that it registers on itself;
-- a **sampler** that draws z ~ p(z) (Langevin, Gibbs-Langevin for the GRBM, ...); a scheme
+- a **sampler** that draws z ~ p(z) (default: Gibbs-Langevin for the GRBM, else MALA; see
+  samplers.py for the measurements behind it; the papers' unadjusted Langevin); a scheme
   that has a better generator (EVaLP's sampler network) may take over ``sample``.
 
 The VAE update uses the unnormalised "ALB" term ln q(z|x) + E(z) (Alg. 1; no ln Z) unless the
@@ -37,18 +38,69 @@ LATENT_SAMPLERS = Registry("latent sampler")
 PRIOR_SCHEMES = Registry("prior training scheme")
 
 
+@dataclass
+class ChainTrace:
+    """What one sampler run leaves for diagnosis: per-chain statistics after each step.
+
+    ``energy`` / ``mean_coordinate``: [T, C] E(z) and the mean of z's coordinates of each chain
+    after each of the T steps; ``warmup``: the leading steps that adapted the sampler (not
+    stationary by design); ``acceptance``: mean Metropolis acceptance after warm-up (None for
+    unadjusted samplers); ``step_size``: the step used after warm-up.
+    """
+    energy: torch.Tensor
+    mean_coordinate: torch.Tensor
+    warmup: int = 0
+    acceptance: float | None = None
+    step_size: float | None = None
+
+    def diagnostics(self) -> dict:
+        """Split R-hat / ESS of both statistics (evaluation/mcmc_diagnostics.py), the acceptance
+        rate, the step size and the energy trace's start and end means."""
+        from ...evaluation.mcmc_diagnostics import chain_diagnostics
+        d = chain_diagnostics({"energy": self.energy, "mean_coordinate": self.mean_coordinate}, self.warmup)
+        d.update(steps=self.energy.shape[0], chains=self.energy.shape[1], warmup=self.warmup,
+                 acceptance=self.acceptance, step_size=self.step_size,
+                 energy_first=float(self.energy[0].mean()), energy_last=float(self.energy[-1].mean()))
+        return d
+
+    def mean_energy(self) -> list[float]:
+        """The mean energy over chains after each step."""
+        return self.energy.mean(1).tolist()
+
+
+class TraceRecorder:
+    """Collects the statistics of ``ChainTrace`` step by step (does nothing when disabled)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.energy, self.coord = enabled, [], []
+
+    def __call__(self, z: torch.Tensor, e: torch.Tensor | None = None, energy: nn.Module | None = None) -> None:
+        if self.enabled:
+            if e is None:
+                with torch.no_grad():
+                    e = energy(z)
+            self.energy.append(e.detach().double().cpu())
+            self.coord.append(z.detach().double().mean(-1).cpu())
+
+    def result(self, **kw) -> ChainTrace | None:
+        if not self.enabled:
+            return None
+        return ChainTrace(torch.stack(self.energy), torch.stack(self.coord), **kw)
+
+
 class LatentSampler(nn.Module):
     """Draws samples of exp(-E(z)) / Z.
 
-    ``sample(energy, n, init=None, trace=False) -> (z [n, m], trace [steps] or None)``:
+    ``sample(energy, n, init=None, trace=False) -> (z [n, m], ChainTrace or None)``:
     ``init`` (if given) is the chain start [n, m], else the sampler's own start (N(0, I));
-    ``trace`` returns the mean energy of the chains after each step (a diagnostic). Samplers
-    must work under ``torch.no_grad()`` (they enable gradients for z themselves) and must not
-    leave gradients on the energy's parameters.
+    ``trace`` also returns the chains' statistics after each step (``ChainTrace``, whose
+    ``diagnostics()`` says whether they mixed). Samplers must work under ``torch.no_grad()``
+    (they enable gradients for z themselves) and must not leave gradients on the energy's
+    parameters.
     """
 
     def sample(self, energy: nn.Module, n: int, init: torch.Tensor | None = None,
-               trace: bool = False) -> tuple[torch.Tensor, list[float] | None]:
+               trace: bool = False) -> tuple[torch.Tensor, ChainTrace | None]:
         raise NotImplementedError
 
 
@@ -121,7 +173,8 @@ class EBMPrior(Prior):
         return -self.energy_net(z)
 
     def sample(self, n: int, trace: bool = False):
-        """n samples [n, m] (with ``trace``: also the sampler's energy trace)."""
+        """n samples [n, m] (with ``trace``: also the sampler's ``ChainTrace``; a scheme's own
+        generator, e.g. EVaLP's network, is then bypassed: the MCMC sampler is what is traced)."""
         z = None if trace else self.scheme.sample(self, n)
         if z is not None:
             return z
@@ -130,6 +183,14 @@ class EBMPrior(Prior):
 
     def kl(self, q: DiagGaussian) -> torch.Tensor | None:
         return self.scheme.kl(self, q)
+
+    def expected_energy(self, q: DiagGaussian, z: torch.Tensor) -> torch.Tensor | None:
+        """E_q[E(z)] per example [B] with the energy's Gaussian part in closed form and the rest
+        at the samples z [..., B, m] (averaged over leading sample dims), or None when the energy
+        has no such split (an MLP): the VAE then uses ln q(z|x) + E(z) at z. Same expectation,
+        lower variance: the "ALB" term becomes -H(q) + this (see energies.py)."""
+        f = getattr(self.energy_net, "expected_energy", None)
+        return f(q.mean, q.std, z) if f is not None else None
 
     def bind(self, model: nn.Module) -> None:
         """Called by the VAE after building: passed on to a scheme that needs the model."""
@@ -155,9 +216,11 @@ class EBMPrior(Prior):
 class EBMPriorParams:
     energy: dict = field(default_factory=lambda: {"name": "grbm"})
     scheme: dict = field(default_factory=lambda: {"name": "ssm"})
-    sampler: dict = field(default_factory=lambda: {"name": "langevin"})
+    sampler: dict | None = None        # None: gibbs_langevin for the grbm energy, else mala
 
     def __post_init__(self):
+        if self.sampler is None:
+            self.sampler = {"name": "gibbs_langevin" if self.energy.get("name") == "grbm" else "mala"}
         ENERGIES.parse(self.energy, "model.prior.energy")
         PRIOR_SCHEMES.parse(self.scheme, "model.prior.scheme")
         LATENT_SAMPLERS.parse(self.sampler, "model.prior.sampler")
