@@ -88,6 +88,7 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
             ll = test_log_likelihood(model, data, k=ec.iw_samples, max_examples=ec.iw_max_examples,
                                      seed=cfg.train.seed)
             if "nll" in ll:
+                ll.pop("per_image_ll", None)            # per-image values: energyvae evaluate's file
                 metrics["exact" if ll.get("exact") else "iw"] = ll
         t = time.perf_counter()
         paths["samples"] = save_samples(run_dir / "samples.png", model, data, ec.n_samples)

@@ -10,7 +10,14 @@
   value the result carries ``nll_unreliable`` with the reason.
 - Bits/dim for images use the data module's conversion (dequantization + logit log-det); it is
   reported only where it means something: a Bernoulli model of binarised data, or a density
-  of uniformly dequantized data.
+  of uniformly dequantized data. ``dims`` (the number of data dimensions D of the conversion)
+  is reported with it.
+- ``per_image_ll``: the per-example log-likelihoods (nats, model space, ln Z subtracted), in
+  the order of the split, for paired comparisons of two models on the same examples
+  (:mod:`energyvae.evaluation.paired`). The binarization / dequantization noise of the inputs
+  is drawn first from ``seed`` (AIS and the importance samples from ``seed + 1``), so every
+  model evaluated with one seed sees the same noisy inputs and their per-image difficulty
+  cancels in a paired difference.
 """
 from __future__ import annotations
 
@@ -46,7 +53,9 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                                     "density of dequantized data (data.dequantize)")
     log_z, log_z_err = 0.0, 0.0
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)      # the inputs' noise first: every model sees the same inputs
+        inputs = [data.preprocess(xs[s:min(s + batch_size, n)]) for s in range(0, n, batch_size)]
+        torch.manual_seed(seed + 1)
         if not model.prior.normalized:
             from .ais import ais_log_partition
             with torch.enable_grad():
@@ -66,8 +75,8 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                     "from the aggregate posterior: the AIS chains missed the energy's modes, so the NLL "
                     "is not trustworthy")
         lls, bpds = [], []
-        for s in range(0, n, batch_size):
-            x = data.preprocess(xs[s:min(s + batch_size, n)]).to(dev)
+        for x in inputs:
+            x = x.to(dev)
             ll = model.iw_log_likelihood(x, k) - log_z
             lls.append(ll)
             if with_bpd:
@@ -77,6 +86,8 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
     out["nll_stderr"] = (ll.std() / len(ll) ** 0.5).item()
     if bpds:
         out["bits_per_dim"] = torch.cat(bpds).double().mean().item()
+        out["dims"] = int(x[0].numel())
+    out["per_image_ll"] = ll.cpu().tolist()
     return out
 
 
@@ -127,4 +138,6 @@ def exact_test_log_likelihood(model, data, *, max_examples: int = 1000, batch_si
     out["nll_stderr"] = (ll.std() / len(ll) ** 0.5).item() if len(ll) > 1 else 0.0
     if bpds:
         out["bits_per_dim"] = torch.cat(bpds).double().mean().item()
+        out["dims"] = int(x[0].numel())
+    out["per_image_ll"] = ll.cpu().tolist()
     return out

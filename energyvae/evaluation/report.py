@@ -9,13 +9,18 @@ shown as "—" and noted, never an error):
   entry: FID, KID, IS, precision / recall, NLL, bits/dim, timings; the other entries, such as
   the feature network, the reference split and the likelihood settings, become notes; a flat
   dict of metrics and info keys is read too);
+- ``evaluation/per_image_nll.json``: the per-image test NLLs of ``energyvae evaluate``'s
+  ``nll`` metric; runs evaluated on the same examples (split, number, seed, data settings) are
+  compared with a baseline run in a "Paired NLL differences" section (see
+  :func:`paired_nll_comparisons`); runs that cannot be paired get one line saying why;
 - every ``*.png`` in the folder and in ``evaluation/``.
 
 and writes one self-contained ``index.html``: inline CSS, no script, no external resource
 (a Content-Security-Policy forbids any), images embedded as base64 ``data:image/png`` URIs.
 Layout: a settings table and a metrics table (runs as columns, best value per row
-highlighted where the direction is known), notes (feature network, reference split, caveats),
-then one row per figure name with each run's version side by side.
+highlighted where the direction is known), the paired NLL differences (only where runs have
+per-image NLLs), notes (feature network, reference split, caveats), then one row per figure
+name with each run's version side by side.
 
 Metric names are flattened with dots: ``test.loss``, ``iw.nll``, ``train.seconds`` from
 ``metrics.json``; ``evaluation/metrics.json`` keys are kept as they are (``fid_gen``,
@@ -42,7 +47,10 @@ __all__ = [
     "load_run",
     "metric_direction",
     "metrics_markdown_table",
+    "paired_nll_comparisons",
 ]
+
+PER_IMAGE_NLL = "evaluation/per_image_nll.json"
 
 MISSING = "—"
 
@@ -53,6 +61,7 @@ INFO_KEYS = frozenset({
     "dataset", "config", "settings", "info", "notes", "note", "source", "device", "checkpoint",
     "run", "seed", "n_samples", "num_samples", "n_reference", "n_gen", "n_real", "sizes",
     "official_test", "version", "k", "examples", "n_test", "dtype", "precision_k", "ema",
+    "dims",
 })
 
 #: preferred row order (then first appearance)
@@ -169,6 +178,9 @@ class RunSummary:
     notes: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)          # "samples" / "evaluation/x"
     problems: list[str] = field(default_factory=list)
+    data: dict[str, Any] | None = None        # config.yaml's data section, as written
+    per_image_nll: dict[str, Any] | None = None   # a valid evaluation/per_image_nll.json
+    per_image_problem: str | None = None      # why there is none ("no ..." when the file is absent)
 
 
 def _read_json(path: Path, shown: str, problems: list[str]):
@@ -343,6 +355,11 @@ def load_run(run_dir, name: str | None = None) -> RunSummary:
     cfg = _read_yaml(path / "config.yaml", run.problems)
     if cfg is not None:
         run.settings = _settings(cfg)
+        if isinstance(cfg.get("data"), Mapping):
+            run.data = dict(cfg["data"])
+    run.per_image_nll, run.per_image_problem = _read_per_image_nll(path / PER_IMAGE_NLL)
+    if run.per_image_problem and (path / PER_IMAGE_NLL).exists():   # a missing file is no problem
+        run.problems.append(run.per_image_problem)
     ev = _read_json(path / "evaluation" / "metrics.json", "evaluation/metrics.json",
                     run.problems)
     ev_metrics, ev_notes = _evaluation(ev) if ev is not None else ({}, {})
@@ -369,6 +386,141 @@ def load_run(run_dir, name: str | None = None) -> RunSummary:
                 if png.is_file():
                     run.figures[prefix + png.stem] = png
     return run
+
+
+def _read_per_image_nll(path: Path) -> tuple[dict | None, str | None]:
+    """(the per-image NLL file, None) or (None, why not): absent, unreadable (truncated,
+    corrupt) or not of the layout ``energyvae evaluate`` writes."""
+    shown = PER_IMAGE_NLL
+    if not path.is_file():
+        return None, f"no {shown}"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return None, f"unreadable {shown} ({type(e).__name__})"
+    if not isinstance(d, Mapping):
+        return None, f"{shown}: not a JSON object"
+    vals = d.get("per_image_nll")
+    if not isinstance(vals, list) or not all(_is_number(v) for v in vals):
+        return None, f"{shown}: per_image_nll is not a list of numbers"
+    ex = d.get("examples")
+    if not isinstance(ex, int) or isinstance(ex, bool) or ex != len(vals):
+        return None, f"{shown}: {len(vals)} values for {ex!r} examples"
+    dims = d.get("dims")
+    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0):
+        return None, f"{shown}: dims {dims!r} is not a positive integer"
+    return {"split": d.get("split"), "examples": ex, "k": d.get("k"), "seed": d.get("seed"),
+            "dims": dims, "per_image_nll": [float(v) for v in vals]}, None
+
+
+#: data settings that do not change the test examples (where the files are, the training subset)
+_DATA_KEYS_IGNORED = frozenset({"path", "limit"})
+
+
+def _data_difference(a: Mapping | None, b: Mapping | None) -> str | None:
+    """The first data setting that differs between two runs' configs (keys both have), or None."""
+    if a is None or b is None:
+        return None
+    for k in a:
+        if k in b and k not in _DATA_KEYS_IGNORED and a[k] != b[k]:
+            return (f"data.{k} {json.dumps(a[k], default=str)}, the baseline's "
+                    f"{json.dumps(b[k], default=str)}")
+    return None
+
+
+def _mismatch(run: RunSummary, base: RunSummary) -> str | None:
+    """Why ``run``'s per-image NLLs are not of the same examples as ``base``'s, or None."""
+    a, b = run.per_image_nll, base.per_image_nll
+    why = []
+    if a["split"] != b["split"]:
+        why.append(f"{a['split']} split, the baseline's is {b['split']}")
+    if a["examples"] != b["examples"]:
+        why.append(f"{a['examples']} examples, the baseline has {b['examples']}")
+    if a["seed"] != b["seed"]:
+        why.append(f"seed {a['seed']}, the baseline's {b['seed']}")
+    if a["dims"] is not None and b["dims"] is not None and a["dims"] != b["dims"]:
+        why.append(f"{a['dims']} data dimensions, the baseline's {b['dims']}")
+    data = _data_difference(run.data, base.data)
+    if data:
+        why.append(data)
+    return "; ".join(why) or None
+
+
+def _stderr(vals: list[float]) -> float:
+    n = len(vals)
+    if n < 2:
+        return math.nan
+    mean = math.fsum(vals) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1) / n)
+
+
+def paired_nll_comparisons(runs: list[RunSummary], baseline: str | None = None) -> dict | None:
+    """Paired per-image NLL differences of ``runs`` against a baseline run, from their
+    ``evaluation/per_image_nll.json`` (see :mod:`energyvae.evaluation.paired`).
+
+    ``baseline``: a run's name (or folder); by default the first run with readable per-image
+    NLLs. Two runs are paired when their split, number of examples and seed agree (and the
+    data dimensions and the config's data settings, where both are known).
+
+    Returns None when fewer than two runs are given or no run has a per-image file (nor a
+    baseline was asked for); else ``{"baseline": name or None, "baseline_info": {...} or None,
+    "note": str or None, "pairs": [...], "unpaired": [(name, reason), ...]}``, each pair
+    ``{"run", "mean", "stderr", "z", "n", "bits_per_dim": {"mean", "stderr"} or None,
+    "unpaired_stderr", "k", "nll", "baseline_nll"}`` with ``mean`` = mean of run - baseline
+    (nats), ``stderr`` its paired standard error and ``unpaired_stderr`` = sqrt(se_run^2 +
+    se_baseline^2), what the difference of the two NLLs' own error bars would claim.
+    """
+    from .paired import nats_to_bits_per_dim, paired_difference
+    base = None
+    if baseline is not None:
+        base = next((r for r in runs if r.name == str(baseline)), None) or next(
+            (r for r in runs if str(r.path) == str(baseline) or r.path == Path(baseline)), None)
+        if base is None:
+            raise ValueError(f"baseline {baseline!r} is not one of the runs "
+                             f"({', '.join(r.name for r in runs) or 'none'})")
+    absent = f"no {PER_IMAGE_NLL}"
+    if len(runs) < 2 or (baseline is None and all(
+            r.per_image_nll is None and r.per_image_problem in (None, absent) for r in runs)):
+        return None
+    if base is None:
+        base = next((r for r in runs if r.per_image_nll is not None), None)
+
+    def why_none(r: RunSummary) -> str:
+        why = r.per_image_problem or absent
+        return why + " (evaluate the run with the nll metric)" if why == absent else why
+
+    out: dict = {"baseline": base.name if base else None, "baseline_info": None, "note": None,
+                 "pairs": [], "unpaired": []}
+    if base is None or base.per_image_nll is None:
+        out["note"] = (f"baseline {base.name}: {why_none(base)}; nothing paired" if base else
+                       "no run has readable per-image NLLs; nothing paired")
+        out["unpaired"] = [(r.name, why_none(r)) for r in runs if r is not base and r.per_image_nll is None]
+        return out
+    b = base.per_image_nll
+    b_vals = b["per_image_nll"]
+    info = out["baseline_info"] = {
+        "nll": math.fsum(b_vals) / len(b_vals) if b_vals else math.nan, "stderr": _stderr(b_vals),
+        "split": b["split"], "examples": b["examples"], "seed": b["seed"], "k": b["k"], "dims": b["dims"]}
+    for r in runs:
+        if r is base:
+            continue
+        a = r.per_image_nll
+        why = why_none(r) if a is None else _mismatch(r, base)
+        if why is None and len(b_vals) < 2:
+            why = f"{len(b_vals)} example(s): a paired standard error needs two"
+        if why:
+            out["unpaired"].append((r.name, why))
+            continue
+        d = paired_difference(a["per_image_nll"], b_vals)
+        dims = a["dims"] if a["dims"] is not None and b["dims"] is not None else None
+        bpd = None if dims is None else {"mean": nats_to_bits_per_dim(d["mean"], dims),
+                                         "stderr": nats_to_bits_per_dim(d["stderr"], dims)}
+        out["pairs"].append({
+            "run": r.name, **d, "bits_per_dim": bpd,
+            "unpaired_stderr": math.hypot(_stderr(a["per_image_nll"]), info["stderr"]),
+            "k": a["k"], "nll": math.fsum(a["per_image_nll"]) / len(a["per_image_nll"]),
+            "baseline_nll": info["nll"]})
+    return out
 
 
 def _unique_names(paths: list[Path], names: list[str] | None) -> list[str]:
@@ -600,6 +752,44 @@ def _notes_html(runs: list[RunSummary], names: list[str]) -> str:
     return "".join(parts)
 
 
+def _paired_html(paired: dict) -> str:
+    """The "Paired NLL differences" section: one row per run paired with the baseline, then
+    one line per run that was not paired."""
+    def num(v):
+        if v is None:
+            return f'<td class="missing">{MISSING}</td>'
+        return f'<td class="num" title="{_e(repr(v))}">{_e(format_value(v))}</td>'
+    parts = []
+    info = paired["baseline_info"]
+    if info is not None:
+        parts.append(
+            f'<p class="meta">Baseline: <b>{_e(paired["baseline"])}</b>, NLL '
+            f'{_e(format_value(info["nll"]))} ± {_e(format_value(info["stderr"]))} nats over '
+            f'{_e(info["examples"])} {_e(info["split"])} examples (seed {_e(info["seed"])}'
+            + (f', K = {_e(info["k"])}' if info["k"] is not None else "") + "). "
+            "Δ NLL = mean over the same examples of the run's per-image NLL minus the baseline's "
+            "(nats; negative: the run is better); paired stderr = sample std of the per-image "
+            "differences / √n; unpaired stderr = √(se_run² + se_baseline²), what the two NLLs' own "
+            "error bars would give; bits/dim = nats / (D ln 2).</p>")
+    if paired["note"]:
+        parts.append(f'<p class="warn">{_e(paired["note"])}</p>')
+    if paired["pairs"]:
+        headers = ["Δ NLL (nats)", "paired stderr", "z", "n", "Δ bits/dim", "stderr (bits/dim)",
+                   "unpaired stderr", "K"]
+        body = []
+        for p in paired["pairs"]:
+            bpd = p["bits_per_dim"] or {}
+            cells = [num(p["mean"]), num(p["stderr"]), num(p["z"]), num(p["n"]), num(bpd.get("mean")),
+                     num(bpd.get("stderr")), num(p["unpaired_stderr"]), num(p["k"])]
+            body.append(f'<tr class="paired"><th class="row">{_e(p["run"])} − {_e(paired["baseline"])}</th>'
+                        + "".join(cells) + "</tr>")
+        parts.append(_table(headers, body))
+    if paired["unpaired"]:
+        items = "".join(f"<li>{_e(name)}: not paired: {_e(why)}</li>" for name, why in paired["unpaired"])
+        parts.append(f'<ul class="problems">{items}</ul>')
+    return "".join(parts)
+
+
 def _figures_html(runs: list[RunSummary], names: list[str], max_bytes: int) -> str:
     keys = _rows([r.figures for r in runs])
     keys.sort(key=lambda k: (k.startswith("evaluation/"),
@@ -632,7 +822,8 @@ def _figures_html(runs: list[RunSummary], names: list[str], max_bytes: int) -> s
 
 
 def build_report(run_dirs: Iterable, out_dir, title: str | None = None,
-                 names: list[str] | None = None, max_image_bytes: int = 25_000_000) -> Path:
+                 names: list[str] | None = None, max_image_bytes: int = 25_000_000,
+                 baseline: str | None = None) -> Path:
     """Write ``out_dir/index.html`` comparing ``run_dirs`` side by side; return its path.
 
     Runs are columns, named by their folder names (or ``names``; duplicates get their parent
@@ -640,10 +831,16 @@ def build_report(run_dirs: Iterable, out_dir, title: str | None = None,
     images as base64 data URIs (PNG files above ``max_image_bytes`` are listed, not embedded),
     and a Content-Security-Policy that blocks any network fetch. All text is HTML-escaped.
     Missing or unreadable files are shown as "—" and listed in the "files" row.
+
+    Runs with per-image NLLs (``evaluation/per_image_nll.json``) get a "Paired NLL
+    differences" section against ``baseline`` (a run's name or folder; by default the first
+    run with per-image NLLs), see :func:`paired_nll_comparisons`; an unknown ``baseline`` is a
+    ``ValueError``.
     """
     paths = [Path(p) for p in run_dirs]
     labels = _unique_names(paths, names)
     runs = [load_run(p, n) for p, n in zip(paths, labels)]
+    paired = paired_nll_comparisons(runs, baseline)
     title = title or "energyvae: run comparison"
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
@@ -655,6 +852,7 @@ def build_report(run_dirs: Iterable, out_dir, title: str | None = None,
         "<h2>Settings</h2>",
         _settings_html(runs, labels) if runs else '<p class="meta">No runs.</p>',
         "<h2>Metrics</h2>", _metrics_html(runs, labels),
+        *(["<h2>Paired NLL differences</h2>", _paired_html(paired)] if paired is not None else []),
         "<h2>Notes</h2>", _notes_html(runs, labels) if runs else "",
         "<h2>Figures</h2>", _figures_html(runs, labels, max_image_bytes),
     ]
