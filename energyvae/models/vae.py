@@ -85,12 +85,18 @@ class VAE(HasCalibrators, nn.Module):
         return out.reshape(*lead, *out.shape[1:])
 
     def kl(self, q, z):
-        """KL(q || p) per example: analytic if the prior has it, else ln q(z) - ln p(z)."""
+        """KL(q || p) per example: analytic if the prior has it; else, for a prior that offers
+        ``expected_energy(q, z)`` (an estimate of E_q[-ln p] with its Gaussian parts in closed
+        form, EBM priors), -H(q) + that; else ln q(z) - ln p(z) at the sample z."""
         kl = self.prior.kl(q)
         if kl is not None:
             return kl
         if q.deterministic:
             return -self.prior.log_prob(z)
+        expected = getattr(self.prior, "expected_energy", None)
+        cross = expected(q, z) if expected is not None else None
+        if cross is not None:
+            return cross - q.entropy()
         return q.log_prob(z) - self.prior.log_prob(z)
 
     def terms(self, x):

@@ -8,6 +8,18 @@
   i.e. p(z) ∝ exp(-f(z)) N(z; 0, I);
 - ``quadratic``: E(z) = 1/2 (z - c)^T P (z - c), P = L L^T + jitter I with L lower triangular
   (a full-covariance Gaussian, N(c, P^-1)).
+
+``expected_energy(mean, std, z)`` (GRBM, tilted, quadratic): E_q[E(z)] for q = N(mean,
+diag std^2), per example [B], with the energy's quadratic part in closed form and only the rest
+(the GRBM's softplus sum, the tilted MLP's f) evaluated at the reparameterised samples z
+[..., B, m] (averaged over leading dims). The VAE's KL term of an EBM prior is then
+-H(q) + expected_energy (models/vae.py) instead of the one-sample ln q(z|x) + E(z): the same
+expectation and gradient in expectation, without the sample noise of the quadratic part,
+whose gradient with respect to the posterior mean is std * eps per latent (about 1 for each
+unused latent). Measured (runs/diag, binarised Fashion-MNIST, 3000 steps, paired over 1000
+test images): a N(0, I) prior trained through the one-sample term is 0.93 +- 0.12 nats worse
+than through the closed-form KL; this was the main reason EBM priors trailed N(0, I)
+(benchmarks/results/ebm_prior_fashion.md).
 """
 from __future__ import annotations
 
@@ -84,6 +96,13 @@ class GRBMEnergy(nn.Module):
         quad = 0.5 * (((z - self.mu) / self.sigma) ** 2).sum(-1)
         return quad - ((z / self.sigma**2) @ self.W * h).sum(-1) - h @ self.b
 
+    def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """E_q[E] (module docstring): 1/2 sum ((mean - mu)^2 + std^2) / sigma^2 in closed form,
+        minus the softplus sum at the samples z."""
+        quad = 0.5 * (((mean - self.mu) ** 2 + std**2) / self.sigma**2).sum(-1)
+        soft = torch.nn.functional.softplus(self.hidden_logits(z)).sum(-1)
+        return quad - soft.reshape(-1, *quad.shape).mean(0)
+
     def exact_log_partition(self) -> torch.Tensor:
         """Exact ln Z (float64 0-d, no gradient) by enumerating the 2^h hidden states (h <= 20)."""
         return grbm_exact_log_partition(self.W.detach(), self.b.detach(), self.mu.detach(),
@@ -121,6 +140,13 @@ class MLPEnergy(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         e = self.f(z).squeeze(-1)
         return e + 0.5 * z.pow(2).sum(-1) if self.tilted else e
+
+    def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        """Tilted: 1/2 sum (mean^2 + std^2) + f at the samples (module docstring); plain: None."""
+        if not self.tilted:
+            return None
+        quad = 0.5 * (mean**2 + std**2).sum(-1)
+        return quad + self.f(z).squeeze(-1).reshape(-1, *quad.shape).mean(0)
 
 
 @ENERGIES.register("mlp", MLPEnergyParams)
@@ -161,6 +187,11 @@ class QuadraticEnergy(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = z - self.center
         return 0.5 * ((d @ self.precision()) * d).sum(-1)
+
+    def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """1/2 ((mean - c)^T P (mean - c) + sum_i P_ii std_i^2), exactly (z unused)."""
+        P, d = self.precision(), mean - self.center
+        return 0.5 * (((d @ P) * d).sum(-1) + (std**2 * P.diagonal()).sum(-1))
 
     def exact_log_partition(self) -> torch.Tensor:
         P = self.precision().detach().double()
