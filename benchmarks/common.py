@@ -49,6 +49,24 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
     return rows
 
 
+@torch.no_grad()
+def draw(model, n: int, spec) -> tuple[torch.Tensor, dict | None, float]:
+    """n data-space samples (decoder mean) of a trained model, with the latent sampler ``spec``
+    (a ``model.prior.sampler`` dict run on the prior's energy from N(0, I)) or, for ``spec``
+    None, the model's own generator; also the chains' diagnostics (None without MCMC) and the
+    wall seconds per 1000 samples."""
+    from energyvae.models.priors.ebm import LATENT_SAMPLERS
+    t = time.perf_counter()
+    if spec is None or not hasattr(model.prior, "energy_net"):
+        x, diag = model.sample(n), None
+    else:
+        sampler = LATENT_SAMPLERS.build(spec, "sampler", latent_dim=model.latent_dim,
+                                        energy=model.prior.energy_net)
+        z, tr = sampler.sample(model.prior.energy_net, n, trace=True)
+        x, diag = model.reconstruction.mean(model.decode(z)), tr.diagnostics()
+    return x, diag, (time.perf_counter() - t) / n * 1000
+
+
 def envae_overrides(dataset: str, alpha: float, steps: int, batch_size: int = 64) -> list[str]:
     """The shared budget of the paper-000 benchmarks (configs/fenvae_fashion.yaml's network)."""
     return [f"data.name={dataset}", f"model.kl_weight={alpha}", "train.epochs=null", f"train.steps={steps}",

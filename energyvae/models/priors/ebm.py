@@ -24,6 +24,7 @@ Adding a scheme, energy or sampler is one new file that registers it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -158,9 +159,11 @@ class EBMPrior(Prior):
     """p(z) = exp(-E(z)) / Z with Z unknown: ``log_prob`` is -E(z) (``normalized = False``)."""
     normalized = False
 
-    def __init__(self, energy: nn.Module, scheme: PriorScheme, sampler: LatentSampler, latent_dim: int):
+    def __init__(self, energy: nn.Module, scheme: PriorScheme, sampler: LatentSampler, latent_dim: int,
+                 kl_term: str = "closed_form"):
         super().__init__(latent_dim)
         self.energy_net, self.scheme, self.sampler = energy, scheme, sampler
+        self.kl_term = kl_term
 
     @property
     def trained_by_elbo(self) -> bool:
@@ -190,7 +193,9 @@ class EBMPrior(Prior):
         has no such split (an MLP): the VAE then uses ln q(z|x) + E(z) at z. Same expectation,
         lower variance: the "ALB" term becomes -H(q) + this (see energies.py)."""
         f = getattr(self.energy_net, "expected_energy", None)
-        return f(q.mean, q.std, z) if f is not None else None
+        if f is None or self.kl_term == "one_sample":
+            return None
+        return f(q.mean, q.std, z)
 
     def bind(self, model: nn.Module) -> None:
         """Called by the VAE after building: passed on to a scheme that needs the model."""
@@ -217,6 +222,9 @@ class EBMPriorParams:
     energy: dict = field(default_factory=lambda: {"name": "grbm"})
     scheme: dict = field(default_factory=lambda: {"name": "ssm"})
     sampler: dict | None = None        # None: gibbs_langevin for the grbm energy, else mala
+    # the VAE's KL term: "closed_form" (-H(q) + expected_energy, where the energy offers it) or
+    # "one_sample" (ln q(z|x) + E(z) at the sample, Alg. 1 as printed; for ablations)
+    kl_term: Literal["closed_form", "one_sample"] = "closed_form"
 
     def __post_init__(self):
         if self.sampler is None:
@@ -236,4 +244,4 @@ def _ebm(p: EBMPriorParams, *, latent_dim: int, **ctx):
                                     energy=energy, **ctx)
     scheme = PRIOR_SCHEMES.build(p.scheme, "model.prior.scheme", latent_dim=latent_dim,
                                  energy=energy, **ctx)
-    return EBMPrior(energy, scheme, sampler, latent_dim)
+    return EBMPrior(energy, scheme, sampler, latent_dim, p.kl_term)
