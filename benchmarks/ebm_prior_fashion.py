@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, draw, header, now, run_variants, slug, write  # noqa: E402
+from common import RESULTS, ROOT, draw, header, now, run_variants, slug, write  # noqa: E402
 
 GRBM = "{name: grbm, hidden: 64}"
 TILTED = "{name: tilted, hidden: [200, 200]}"
@@ -102,11 +102,17 @@ def evaluate(run_dir: Path, seed: int, args, fid) -> dict:
     return out
 
 
-def retime(runs_dir: Path, models, seed: int, ev: dict, rounds: int = 3, n: int = 1000) -> None:
+def retime(runs_dir: Path, models, seed: int, ev: dict, rounds: int = 3, n: int = 1000) -> dict:
     """Re-measure every generator's seconds per 1000 samples interleaved in this one process
-    (rounds x [every model x sampler], median), replacing the times measured after training."""
+    (rounds x [every model x sampler], median), replacing the times measured after training;
+    returns 16 samples (unit scale) of each model's default generator for the figure."""
     from energyvae.runs import load_run
-    loaded = {name: load_run(runs_dir / f"{slug(name)}_s{seed}")[2] for name in models}
+    runs = {name: load_run(runs_dir / f"{slug(name)}_s{seed}") for name in models}
+    loaded = {name: r[2] for name, r in runs.items()}
+    grids = {}
+    for name, (_, data, model) in runs.items():
+        torch.manual_seed(seed)
+        grids[name] = data.preprocess.to_unit(model.sample(16)).cpu()
     times: dict = {}
     for _ in range(rounds):
         for name, model in loaded.items():
@@ -115,6 +121,7 @@ def retime(runs_dir: Path, models, seed: int, ev: dict, rounds: int = 3, n: int 
                 times.setdefault((name, sname), []).append(draw(model, n, spec)[2])
     for (name, sname), t in times.items():
         ev[(name, seed)]["samplers"][sname]["sec_per_1000"] = statistics.median(t)
+    return grids
 
 
 def main() -> None:
@@ -150,8 +157,11 @@ def main() -> None:
     ev = {(name, s): evaluate(runs_dir / f"{slug(name)}_s{s}", s, args, fid) for name in models for s in args.seeds}
     if args.only:
         return
-    for s in args.seeds:
-        retime(runs_dir, models, s, ev, rounds=3)
+    grids = {s: retime(runs_dir, models, s, ev, rounds=3) for s in args.seeds}
+    from energyvae.viz.analysis import plot_beta_walk
+    fig = plot_beta_walk(grids[args.seeds[0]], RESULTS / f"ebm_prior_{args.dataset}_samples.png", label="prior",
+                         title=f"samples (decoder mean, default generator), binarised {args.dataset}, "
+                               f"seed {args.seeds[0]}")
     rows, sampler_rows, notes = {}, {}, []
     for name in models:
         per_seed = {c: [] for c in ("nll", "bits_per_dim", "d_nll", "d_nll_se", "d_bpd", "ais_log_z",
@@ -227,6 +237,7 @@ def main() -> None:
               f"(test accuracy {feats.get('info', {}).get('test_accuracy', float('nan')):.3f})",
               "- R-hat: split R-hat of the default sampler's chains (energy and coordinate mean, max; "
               "mixed: < 1.05 with |drift| < 4); sec/1000: sampler + decoder wall seconds per 1000 samples",
+              f"- figure: {fig.name}",
               *notes, "",
               "| prior | NLL | ΔNLL vs N(0, I) | Δbpd | bits/dim | AIS ln Z | AIS stderr | ln Z bound (q_agg) "
               "| FID | R-hat | sec/1000 | train s |",
