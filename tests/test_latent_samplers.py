@@ -122,3 +122,15 @@ def test_the_default_sampler_by_energy_and_its_reported_diagnostic(tmp_path):
         assert "split R-hat" in describe_diagnostics(d)
     _, model = prepare(load_config("configs/toy2d_vae.yaml", ["data.n_points=200"]))
     assert prior_sampler_diagnostics(model) is None                  # N(0, I): no MCMC
+
+
+def test_the_diagnostic_says_when_a_scheme_generates_without_the_sampler(tmp_path):
+    from energyvae.config import load_config
+    from energyvae.evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+    from energyvae.runs import prepare
+    cfg = load_config("configs/toy2d_vae.yaml", [
+        "data.n_points=200", f"run.dir={tmp_path}",
+        "model.prior={name: ebm, energy: {name: tilted, hidden: [8]}, scheme: {name: evalp, hidden: [8]}}"])
+    _, model = prepare(cfg)
+    d = prior_sampler_diagnostics(model, n=64)
+    assert d["generates_without_it"] and "own generator" in describe_diagnostics(d)

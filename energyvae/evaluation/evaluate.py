@@ -80,6 +80,8 @@ def prior_sampler_diagnostics(model, n: int = 1000, seed: int = 0) -> dict | Non
         _, tr = prior.sample(n, trace=True)
     d = tr.diagnostics()
     d["sampler"] = type(sampler).__name__
+    scheme = getattr(prior, "scheme", None)
+    d["generates_without_it"] = scheme is not None and scheme.sample(prior, 2) is not None
     return d
 
 
@@ -87,8 +89,11 @@ def describe_diagnostics(d: dict) -> str:
     """One line: sampler, steps, R-hat, drift, acceptance, and whether the chains mixed."""
     acc = f", acceptance {d['acceptance']:.2f}" if d.get("acceptance") is not None else ""
     verdict = "mixed" if d["mixed"] else "NOT mixed (more steps, or another sampler)"
-    return (f"sampler {d['sampler']}, {d['steps']} steps x {d['chains']} chains: split R-hat "
+    line = (f"sampler {d['sampler']}, {d['steps']} steps x {d['chains']} chains: split R-hat "
             f"{d['rhat_max']:.3f}, drift {d['drift_max']:.1f} sd{acc}: {verdict}")
+    if d.get("generates_without_it"):
+        line += " (samples come from the training scheme's own generator, not from this sampler)"
+    return line
 
 
 def time_train_steps(cfg, model, data, steps: int = 20, warmup: int = 3) -> float:
