@@ -134,3 +134,17 @@ def test_the_diagnostic_says_when_a_scheme_generates_without_the_sampler(tmp_pat
     _, model = prepare(cfg)
     d = prior_sampler_diagnostics(model, n=64)
     assert d["generates_without_it"] and "own generator" in describe_diagnostics(d)
+
+
+def test_a_non_finite_statistic_is_never_called_mixed_and_init_is_topped_up():
+    g = torch.Generator().manual_seed(5)
+    good = torch.randn(40, 100, generator=g, dtype=torch.float64)
+    bad = good.clone()
+    bad[30, 3] = float("nan")
+    assert chain_diagnostics({"energy": good, "mean_coordinate": good.flip(0)})["mixed"]
+    assert not chain_diagnostics({"energy": bad, "mean_coordinate": good})["mixed"]
+    e = ENERGIES.build({"name": "quadratic"}, latent_dim=2)
+    sampler = LATENT_SAMPLERS.build({"name": "mala", "steps": 20, "warmup": 10}, latent_dim=2, energy=e)
+    init = torch.full((3, 2), 5.0)
+    z, tr = sampler.sample(e, 3, init=init, trace=True)
+    assert z.shape == (3, 2) and tr.energy.shape == (20, 64)

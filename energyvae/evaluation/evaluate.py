@@ -75,13 +75,14 @@ def prior_sampler_diagnostics(model, n: int = 1000, seed: int = 0) -> dict | Non
     sampler = getattr(prior, "sampler", None)
     if sampler is None or not hasattr(prior, "energy_net"):
         return None
+    scheme = getattr(prior, "scheme", None)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         _, tr = prior.sample(n, trace=True)
+        own = scheme is not None and scheme.sample(prior, 2) is not None
     d = tr.diagnostics()
     d["sampler"] = type(sampler).__name__
-    scheme = getattr(prior, "scheme", None)
-    d["generates_without_it"] = scheme is not None and scheme.sample(prior, 2) is not None
+    d["generates_without_it"] = own
     return d
 
 

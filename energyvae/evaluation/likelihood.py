@@ -15,7 +15,8 @@
 - ``per_image_ll``: the per-example log-likelihoods (nats, model space, ln Z subtracted), in
   the order of the split, for paired comparisons of two models on the same examples
   (:mod:`energyvae.evaluation.paired`). The binarization / dequantization noise of the inputs
-  is drawn first from ``seed`` (AIS and the importance samples from ``seed + 1``), so every
+  is drawn first from ``seed`` (the importance samples then from ``seed + 1``; AIS has its own
+  generator), so every
   model evaluated with one seed sees the same noisy inputs and their per-image difficulty
   cancels in a paired difference.
 """

@@ -1,7 +1,7 @@
 """Convergence diagnostics of MCMC chains: split R-hat and the multi-chain effective sample size.
 
-Both follow Gelman et al., *Bayesian Data Analysis* (3rd ed., Sec. 11.4-11.5), as Stan computes
-them (without the rank normalisation of Vehtari et al. 2021, which matters for heavy tails, not
+Both follow Gelman et al., *Bayesian Data Analysis* (3rd ed., Sec. 11.4-11.5), close to Stan's
+implementation (without its final + rho_even correction of tau, and without the rank normalisation of Vehtari et al. 2021, which matters for heavy tails, not
 here: the traced statistics are energies and coordinate means of well-behaved latent chains).
 A trace is ``[T, C]``: T steps of C chains of one scalar statistic.
 
@@ -118,6 +118,11 @@ def chain_diagnostics(stats: dict[str, torch.Tensor], warmup: int = 0) -> dict:
         return f(xs) if xs else math.nan
 
     out["rhat_max"], out["ess_min"], out["drift_max"] = pick(max, rhats), pick(min, esss), pick(max, drifts)
-    out["mixed"] = (not math.isnan(out["rhat_max"]) and out["rhat_max"] < RHAT_MIXED
-                    and not (out["drift_max"] >= DRIFT_MIXED))
+    finite = [torch.isfinite(tr).all() for tr in stats.values()]
+    # mixed: every statistic finite, every R-hat below the threshold (a constant statistic, whose
+    # R-hat is nan, counts only if another one is informative), every |drift| below its own
+    out["mixed"] = bool(all(finite) and len(rhats) == len(stats) and rhats
+                        and not math.isnan(out["rhat_max"]) and out["rhat_max"] < RHAT_MIXED
+                        and all(d < DRIFT_MIXED for d in drifts if not math.isnan(d))
+                        and not any(math.isinf(r) for r in rhats))
     return out

@@ -17,8 +17,10 @@ An EBM prior is composed of three parts, each chosen by name in the config::
   samplers.py for the measurements behind it; the papers' unadjusted Langevin); a scheme
   that has a better generator (EVaLP's sampler network) may take over ``sample``.
 
-The VAE update uses the unnormalised "ALB" term ln q(z|x) + E(z) (Alg. 1; no ln Z) unless the
-scheme replaces it. Likelihoods subtract an AIS estimate of ln Z (evaluation/likelihood.py).
+The VAE update uses the unnormalised "ALB" term E_q[ln q(z|x) + E(z)] (Alg. 1; no ln Z) unless
+the scheme replaces it, estimated as -H(q) + ``expected_energy`` (the energy's Gaussian part in
+closed form, energies.py) where the energy offers that, else at the one posterior sample
+(``kl_term: one_sample`` forces the latter, as Alg. 1 prints it). Likelihoods subtract an AIS estimate of ln Z (evaluation/likelihood.py).
 Adding a scheme, energy or sampler is one new file that registers it.
 """
 from __future__ import annotations

@@ -21,8 +21,8 @@
   and 3/4 of the warm-up (many parallel chains make this estimate cheap and good); at the end
   of warm-up h is fixed to the mean of log h over its last quarter. After warm-up the kernel is
   fixed, so the chain is exact MALA and its law converges to exp(-E) / Z without O(h) bias.
-  At least ``min_chains`` chains run (extra ones are dropped from the returned samples but kept
-  in the trace) so that the adaptation sees enough chains. Defaults: 500 steps, 100 of them
+  At least ``min_chains`` chains run (given starts ``init`` are topped up with N(0, I) ones;
+  extra chains are dropped from the returned samples but kept in the trace) so that the adaptation sees enough chains. Defaults: 500 steps, 100 of them
   warm-up: on trained 64-d energies the energy trace's autocorrelation time is ~10 steps, and
   300 steps left split R-hat at ~1.065 (evaluation/mcmc_diagnostics.py: chains count as mixed
   below 1.05), see benchmarks/results/ebm_prior_*.md; ``energyvae sample``/``evaluate``
@@ -155,7 +155,9 @@ class MALA(_Sampler):
 
     def sample(self, energy, n, init=None, trace=False):
         p = self.p
-        z = self.start(energy, max(n, p.min_chains), None) if init is None else self.start(energy, n, init)
+        z = self.start(energy, max(n, p.min_chains), None)
+        if init is not None:                                 # given starts, topped up to min_chains
+            z = torch.cat([self.start(energy, n, init), z[:max(p.min_chains - len(init), 0)]])
         rec, c = TraceRecorder(trace), z.shape[0]
         log_h = torch.tensor(float(p.step_size)).log()
         scale = torch.ones_like(z[0])                        # M^(1/2): per-coordinate std
@@ -171,14 +173,14 @@ class MALA(_Sampler):
             log_q_fwd = -(((z_new - mean_fwd) / scale) ** 2).sum(-1) / (4 * h)
             log_q_bwd = -(((z - mean_bwd) / scale) ** 2).sum(-1) / (4 * h)
             log_alpha = torch.nan_to_num(e - e_new + log_q_bwd - log_q_fwd, nan=-math.inf).clamp(max=0)
-            finite = torch.isfinite(e_new) & torch.isfinite(g_new).all(-1)
+            finite = torch.isfinite(e_new) & torch.isfinite(g_new).all(-1) & torch.isfinite(z_new).all(-1)
             log_alpha = torch.where(finite, log_alpha, torch.full_like(log_alpha, -math.inf))
             accept = torch.rand_like(log_alpha).log() < log_alpha
             z = torch.where(accept[:, None], z_new, z)
             e, g = torch.where(accept, e_new, e), torch.where(accept[:, None], g_new, g)
             a = float(log_alpha.exp().mean())
-            if k < p.warmup:                                 # adapt: log h += 2 (a - target)
-                log_h = log_h + 2.0 * (a - p.target_accept)
+            if k < p.warmup:                                 # adapt: log h += 2 (a - target), bounded
+                log_h = (log_h + 2.0 * (a - p.target_accept)).clamp(-30.0, 5.0)
                 if p.precondition and c >= 8 and k + 1 in (p.warmup // 4, p.warmup // 2, 3 * p.warmup // 4):
                     scale = z.std(0).clamp(1e-3, 1e3)
                 if k >= 3 * p.warmup // 4:                   # average the last quarter's log h
