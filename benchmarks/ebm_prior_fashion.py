@@ -175,7 +175,10 @@ def main() -> None:
         per_seed = {c: [] for c in ("nll", "bits_per_dim", "d_nll", "d_nll_se", "d_bpd", "ais_log_z",
                                     "ais_stderr", "log_z_qagg_bound", "fid", "rhat", "sec_per_1000",
                                     "train_seconds")}
-        for s in seeds_for(name):
+        others = [n for n in models if n != BASELINE]
+        table_seeds = seeds_for(name) if name != BASELINE or not others else \
+            [s for s in seeds_for(BASELINE) if any(s in seeds_for(n) for n in others)]
+        for s in table_seeds:
             e, base = ev[(name, s)], ev[(BASELINE, s)]
             ll = e["ll"]
             ok = "nll_unreliable" not in ll
@@ -212,6 +215,19 @@ def main() -> None:
                     if dg.get(k) is not None:
                         r[c].append(dg[k])
         rows[name] = per_seed
+    extra = [s for s in seeds_for(BASELINE) if not any(
+        s in seeds_for(n) for n in models if n != BASELINE)]
+    for s in extra:                 # another training run of the baseline: the training noise
+        ll, ll0 = ev[(BASELINE, s)]["ll"], ev[(BASELINE, args.seeds[0])]["ll"]
+        d = paired_difference([-v for v in ll["per_image_ll"]], [-v for v in ll0["per_image_ll"]])
+        rows[f"{BASELINE}, another training run (seed {s})"] = {
+            **{c: [] for c in rows[BASELINE]}, "nll": [ll["nll"]], "bits_per_dim": [ll.get("bits_per_dim", math.nan)],
+            "d_nll": [d["mean"]], "d_nll_se": [d["stderr"]],
+            "d_bpd": [nats_to_bits_per_dim(d["mean"], ll["dims"])] if ll.get("dims") else [],
+            "fid": [ev[(BASELINE, s)]["samplers"]["exact"]["fid"]]}
+        notes.append(f"- {BASELINE}, seed {s}: the same model trained with another seed, paired against seed "
+                     f"{args.seeds[0]}: how far apart two training runs of one model land (the training noise "
+                     "that a single seed's paired stderr does not contain)")
 
     def cell(v, fmt=".4g"):
         v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
