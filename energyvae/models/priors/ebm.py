@@ -13,8 +13,8 @@ An EBM prior is composed of three parts, each chosen by name in the config::
   optimisation updates (which see the step's posterior samples in ``state["z_posterior"]``),
   may replace the VAE's KL term (``kl``), and may bring extra modules (a proposal flow, a
   sampler network) that it registers on itself;
-- a **sampler** that draws z ~ p(z) (default: Gibbs-Langevin for the GRBM, else MALA; see
-  samplers.py for the measurements behind it; the papers' unadjusted Langevin); a scheme
+- a **sampler** that draws z ~ p(z) (default: adapted MALA; Gibbs-Langevin for the GRBM; the
+  papers' unadjusted Langevin; see samplers.py for the measurements behind the default); a scheme
   that has a better generator (EVaLP's sampler network) may take over ``sample``.
 
 The VAE update uses the unnormalised "ALB" term E_q[ln q(z|x) + E(z)] (Alg. 1; no ln Z) unless
@@ -223,14 +223,12 @@ class EBMPrior(Prior):
 class EBMPriorParams:
     energy: dict = field(default_factory=lambda: {"name": "grbm"})
     scheme: dict = field(default_factory=lambda: {"name": "ssm"})
-    sampler: dict | None = None        # None: gibbs_langevin for the grbm energy, else mala
+    sampler: dict = field(default_factory=lambda: {"name": "mala"})
     # the VAE's KL term: "closed_form" (-H(q) + expected_energy, where the energy offers it) or
     # "one_sample" (ln q(z|x) + E(z) at the sample, Alg. 1 as printed; for ablations)
     kl_term: Literal["closed_form", "one_sample"] = "closed_form"
 
     def __post_init__(self):
-        if self.sampler is None:
-            self.sampler = {"name": "gibbs_langevin" if self.energy.get("name") == "grbm" else "mala"}
         ENERGIES.parse(self.energy, "model.prior.energy")
         PRIOR_SCHEMES.parse(self.scheme, "model.prior.scheme")
         LATENT_SAMPLERS.parse(self.sampler, "model.prior.sampler")

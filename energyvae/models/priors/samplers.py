@@ -9,7 +9,7 @@
   The chain's law is biased by O(h) (no accept/reject), and its default (100 steps of
   h = 0.01, total time 1) is far too short to reach a prior that differs from N(0, I): on a
   small GRBM its sample mean was 2.7 sd off. Kept as the papers' sampler; not a default.
-- ``mala`` (the default of EBM priors other than the GRBM): Metropolis-adjusted Langevin with a diagonal
+- ``mala`` (the default of every EBM prior): Metropolis-adjusted Langevin with a diagonal
   preconditioner M = diag(s^2),
 
       z' = z - h M grad E(z) + sqrt(2 h) M^(1/2) eps,   accepted with prob.
@@ -26,8 +26,9 @@
   warm-up: on trained 64-d energies the energy trace's autocorrelation time is ~10 steps, and
   300 steps left split R-hat at ~1.065 (evaluation/mcmc_diagnostics.py: chains count as mixed
   below 1.05), see benchmarks/results/ebm_prior_*.md; ``energyvae sample``/``evaluate``
-  report the diagnostic. For the GRBM, Gibbs-Langevin (exact, with Metropolis) is the default:
-  it reached lower R-hat in less time on the same energies.
+  report the diagnostic. It is also the GRBM's default: Gibbs-Langevin (exact, with
+  Metropolis, a quarter of MALA's time) mixed on the 50-epoch GRBM-SSM energy but not on the
+  GRBM-Adv. one (acceptance 0.07, R-hat ~10), where MALA did (ebm_prior_fashion-mnist.md).
 - ``gibbs``: block Gibbs for the GRBM with its exact conditionals (see ``GRBMEnergy``):
   h ~ p(h | z), then z ~ N(mu + W h, diag sigma^2). Leaves the GRBM exactly invariant.
 - ``gibbs_langevin``: Gibbs-Langevin for the GRBM (Liao et al. 2022, "Gaussian-Bernoulli RBMs
