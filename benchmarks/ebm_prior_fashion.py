@@ -245,7 +245,7 @@ def main() -> None:
 
     seeds = " ".join(map(str, args.seeds)) + ("" if args.all_seeds_for is None else
                                               f" ({', '.join(args.all_seeds_for)}; the others seed {args.seeds[0]})")
-    steps = {n: json.loads((runs_dir / f"{slug(n)}_s{args.seeds[0]}" / "metrics.json").read_text()).get("steps")
+    steps = {n: json.loads((runs_dir / f"{slug(n)}_s{args.seeds[0]}" / "metrics.json").read_text())["train"].get("steps")
              for n in models}
     lines = header(f"Paper 002, Table 2 on binarised {args.dataset}: EBM latent priors, paired",
                    f"{args.epochs} epochs ({steps[BASELINE]} steps) x batch 64 per model, seeds {seeds}",
