@@ -26,8 +26,8 @@ Per model (one trained run per seed, reused when present):
   per-image difference and its standard error (std of the differences / sqrt(n)).
 - FID of 2000 samples (the library's Fashion-MNIST classifier features, test split reference).
 - Samplers on each trained energy: the paper's Langevin (100 steps of h = 0.01), the library's
-  MALA (adapted, 500 steps; the default; and 2000 steps), Gibbs-Langevin for the GRBM (100
-  sweeps), S for EVaLP: split R-hat and drift (evaluation/mcmc_diagnostics.py; mixed:
+  MALA (adapted; 2000 steps, the default, and 500), Gibbs-Langevin for the GRBM (100 sweeps),
+  S for EVaLP: split R-hat and drift (evaluation/mcmc_diagnostics.py; mixed:
   R-hat < 1.05 and |drift| < 4), acceptance, FID, seconds per 1000 samples
   (sampler + decoder, wall time on this machine: the median of 3 rounds in which every
   generator of every model draws 1000 samples in turn, in the final table-writing process).
@@ -68,8 +68,9 @@ def samplers_for(model) -> dict:
     """The samplers compared on a trained EBM prior: name -> sampler spec (None: the model's own)."""
     from energyvae.models.priors.energies import GRBMEnergy
     energy = model.prior.energy_net
-    out = {"Langevin 100 x 0.01 (paper)": PAPER_LANGEVIN, "MALA": {"name": "mala"},
-           "MALA 2000 steps": {"name": "mala", "steps": 2000, "warmup": 200}}
+    out = {"Langevin 100 x 0.01 (paper)": PAPER_LANGEVIN,
+           "MALA 500 steps": {"name": "mala", "steps": 500, "warmup": 100},
+           "MALA (default: 2000 steps)": {"name": "mala"}}
     if isinstance(energy, GRBMEnergy):
         out["Gibbs-Langevin"] = {"name": "gibbs_langevin"}
     if model.prior.scheme.sample(model.prior, 2) is not None:       # EVaLP's S (no MCMC)
@@ -198,7 +199,8 @@ def main() -> None:
             for col, k in (("ais_log_z", "log_z"), ("ais_stderr", "stderr"), ("log_z_qagg_bound", "log_z_qagg_bound")):
                 if "ais" in ll:
                     per_seed[col].append(ll["ais"][k])
-            default = e["samplers"].get("S (no MCMC)") or e["samplers"].get("MALA") or e["samplers"]["exact"]
+            default = (e["samplers"].get("S (no MCMC)") or e["samplers"].get("MALA (default: 2000 steps)")
+                       or e["samplers"]["exact"])
             per_seed["fid"].append(default["fid"])
             per_seed["sec_per_1000"].append(default["sec_per_1000"])
             if default.get("diagnostics"):
@@ -261,7 +263,7 @@ def main() -> None:
               "(std of the per-image differences / sqrt(n)); Δbpd the same in bits/dim; with several seeds: "
               "the mean over seeds, then each seed's difference ± its paired stderr (the spread over seeds "
               "is the training noise), and the other cells mean ± sd over seeds",
-              f"- FID: {args.n} samples from the model's default generator (MALA for the EBM priors, S for "
+              f"- FID: {args.n} samples from the model's default generator (MALA, 2000 steps, for the EBM priors, S for "
               f"EVaLP) against {args.n} test images, features: {feats.get('info', {}).get('name', '—')} "
               f"(test accuracy {feats.get('info', {}).get('test_accuracy', float('nan')):.3f})",
               "- R-hat: split R-hat of the default sampler's chains (energy and coordinate mean, max; "

@@ -8,7 +8,7 @@ Two models are trained with one VAE (configs/digits_vae.yaml or the binarised Fa
 MLP of configs/fashion_binarized_mlp.yaml): N(0, I) prior, and EVaLP (MLP energy
 z -> 200 -> 200 -> 1, the authors' size, tilted by N(0, I) so that Z is finite, which is
 the authors' -ln N(z; 0, I) term; flow sampler; joint training). The EVaLP model is then
-sampled by S (no MCMC), by the library's adapted MALA from N(0, I) on the same energy (500
+sampled by S (no MCMC), by the library's adapted MALA from N(0, I) on the same energy (2000
 steps; its split R-hat says whether it mixed: the speed-up is measured against it), by the
 papers' unadjusted Langevin (100 steps of h = 0.01, which does not reach the prior), and by S
 refined with 20 Langevin steps. NLL = IW bound minus AIS ln Z for the EBM (one number per
@@ -73,7 +73,7 @@ def main() -> None:
         n_nll = nll["examples"]
         per_image[name] = [-v for v in nll["per_image_ll"]]
         gens = {name: None} if name == "N(0, I)" else {
-            "EVaLP (sampler S)": None, "same energy, MALA (adapted, 500 steps)": {"name": "mala"},
+            "EVaLP (sampler S)": None, "same energy, MALA (adapted, 2000 steps)": {"name": "mala"},
             "same energy, Langevin 100 x 0.01 (paper)": PAPER_LANGEVIN, "EVaLP + 20 Langevin steps": "refine"}
         for gname, spec in gens.items():
             if hasattr(model.prior, "scheme"):
@@ -96,7 +96,7 @@ def main() -> None:
                   + (f", R-hat {diag['rhat_max']:.3f}" if diag else ""), flush=True)
     from energyvae.evaluation.paired import paired_difference
     d = paired_difference(per_image["EVaLP"], per_image["N(0, I)"])
-    ref = "same energy, MALA (adapted, 500 steps)"
+    ref = "same energy, MALA (adapted, 2000 steps)"
     speedup = rows[ref]["values"]["sec_per_1000"][0] / rows["EVaLP (sampler S)"]["values"]["sec_per_1000"][0]
     mixed = bool(rows[ref]["values"]["mixed"][0])
     lines = header(f"EVaLP (paper 003) on {args.dataset}",
