@@ -21,7 +21,7 @@ paper 002's nets, 3000 steps, 3 seeds, paired over 1000 test images): a fixed N(
 trained through the one-sample term ends 0.55 nats (sd over seeds 0.23; +0.32, +0.57, +0.77,
 each > 4 paired stderrs) worse than through this one, and GRBM-SSM 0.61 (sd 0.33) worse; with
 it, GRBM-SSM and N(0, I) are equal (+0.05, sd 0.22). The one-sample term handicapped every EBM
-prior against the N(0, I) VAE's closed-form KL (benchmarks/results/ebm_prior_fashion.md).
+prior against the N(0, I) VAE's closed-form KL (benchmarks/results/ebm_prior_fashion-mnist.md).
 """
 from __future__ import annotations
 
