@@ -20,7 +20,8 @@ An EBM prior is composed of three parts, each chosen by name in the config::
 The VAE update uses the unnormalised "ALB" term E_q[ln q(z|x) + E(z)] (Alg. 1; no ln Z) unless
 the scheme replaces it, estimated as -H(q) + ``expected_energy`` (the energy's Gaussian part in
 closed form, energies.py) where the energy offers that, else at the one posterior sample
-(``kl_term: one_sample`` forces the latter, as Alg. 1 prints it). Likelihoods subtract an AIS estimate of ln Z (evaluation/likelihood.py).
+(``kl_term: one_sample`` forces the latter, as Alg. 1 prints it). Likelihoods subtract an AIS
+estimate of ln Z (evaluation/likelihood.py).
 Adding a scheme, energy or sampler is one new file that registers it.
 
 Why EBM priors did not beat N(0, I), and what changed (binarised Fashion-MNIST, paper 002's
@@ -44,7 +45,7 @@ nets; benchmarks/results/ebm_prior_*.md, all paired on the same test images):
   stderrs) and GRBM-SSM 0.3; but two more N(0, I) runs with other seeds land 0.3 and 0.4 below
   the first, so a single seed's paired stderr (~0.1) understates the training noise: GRBM-SSM
   is within it, GRBM-Adv. about 0.4-0.5 nats beyond it on one seed (ebm_prior_fashion-mnist.md).
-
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
