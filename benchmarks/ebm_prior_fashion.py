@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="train / evaluate only these models (no table)")
     ap.add_argument("--all-seeds-for", nargs="*", default=None,
                     help="only these models get every seed, the others the first (default: all models)")
+    ap.add_argument("--existing-only", action="store_true",
+                    help="train nothing: each model gets those of its seeds whose runs are finished")
     args = ap.parse_args()
     from energyvae.evaluation.features import get_feature_net, to_unit_images
     from energyvae.evaluation.paired import nats_to_bits_per_dim, paired_difference
@@ -150,7 +152,10 @@ def main() -> None:
         ap.error(f"--all-seeds-for must include the baseline {BASELINE!r} (the differences are paired per seed)")
 
     def seeds_for(name):
-        return args.seeds if args.all_seeds_for is None or name in args.all_seeds_for else args.seeds[:1]
+        seeds = args.seeds if args.all_seeds_for is None or name in args.all_seeds_for else args.seeds[:1]
+        if args.existing_only:
+            seeds = [s for s in seeds if (runs_dir / f"{slug(name)}_s{s}" / "metrics.json").exists()]
+        return seeds
     t0 = now()
     trained = run_variants(models, config=CONFIGS[args.dataset],
                            common=[f"data.name={args.dataset}", f"train.epochs={args.epochs}", "train.steps=null",
@@ -179,9 +184,7 @@ def main() -> None:
         per_seed = {c: [] for c in ("nll", "bits_per_dim", "d_nll", "d_nll_se", "d_bpd", "ais_log_z",
                                     "ais_stderr", "log_z_qagg_bound", "fid", "rhat", "sec_per_1000",
                                     "train_seconds")}
-        others = [n for n in models if n != BASELINE]
-        table_seeds = seeds_for(name) if name != BASELINE or not others else \
-            [s for s in seeds_for(BASELINE) if any(s in seeds_for(n) for n in others)]
+        table_seeds = seeds_for(name) if name != BASELINE else seeds_for(BASELINE)[:1]
         for s in table_seeds:
             e, base = ev[(name, s)], ev[(BASELINE, s)]
             ll = e["ll"]
@@ -219,9 +222,7 @@ def main() -> None:
                     if dg.get(k) is not None:
                         r[c].append(dg[k])
         rows[name] = per_seed
-    extra = [s for s in seeds_for(BASELINE) if not any(
-        s in seeds_for(n) for n in models if n != BASELINE)]
-    for s in extra:                 # another training run of the baseline: the training noise
+    for s in seeds_for(BASELINE)[1:]:   # another training run of the baseline: the training noise
         ll, ll0 = ev[(BASELINE, s)]["ll"], ev[(BASELINE, args.seeds[0])]["ll"]
         d = paired_difference([-v for v in ll["per_image_ll"]], [-v for v in ll0["per_image_ll"]])
         rows[f"{BASELINE}, another training run (seed {s})"] = {
@@ -249,8 +250,9 @@ def main() -> None:
         return f"{statistics.mean(r['d_nll']):+.3f} (seeds: " + ", ".join(
             f"{d:+.2f} ± {se:.2f}" for d, se in zip(r["d_nll"], r["d_nll_se"])) + ")"
 
-    seeds = " ".join(map(str, args.seeds)) + ("" if args.all_seeds_for is None else
-                                              f" ({', '.join(args.all_seeds_for)}; the others seed {args.seeds[0]})")
+    used = {n: " ".join(map(str, seeds_for(n))) for n in models}
+    seeds = (" ".join(map(str, args.seeds)) if len(set(used.values())) == 1 else
+             "; ".join(f"{n}: {s}" for n, s in used.items()))
     steps = {n: json.loads((runs_dir / f"{slug(n)}_s{args.seeds[0]}" / "metrics.json").read_text())["train"].get("steps")
              for n in models}
     lines = header(f"Paper 002, Table 2 on binarised {args.dataset}: EBM latent priors, paired",
