@@ -38,11 +38,11 @@ so ``energy: {name: tilted}`` reproduces it.
 
 Measured failure (benchmarks/results/ebm_prior_fashion-mnist.md, binarised Fashion-MNIST, 50
 epochs, joint training, gradient penalty 0): with the flow S the energy put mass where neither
-the posteriors nor S go: AIS ln Z 219 against S's bound 186 and the aggregate posterior's 185,
-NLL 32 nats worse than N(0, I), and MCMC on the energy finds that mass (MALA samples FID 188,
+the posteriors nor S go: AIS ln Z 220 against S's bound 186 and the aggregate posterior's 185,
+NLL 33 nats worse than N(0, I), and MCMC on the energy finds that mass (MALA samples FID 188,
 R-hat 1.85 after 2000 steps) while S's samples look fine (FID 11.9). S minimises KL(S || p),
 which is mode-seeking, so CD with S's negatives never pushes up the energy of modes S misses.
-The implicit S did not show it (NLL -0.27 +- 0.10 paired, within N(0, I)'s seed-to-seed spread).
+The implicit S did not show it (NLL -0.10 paired, within N(0, I)'s seed-to-seed spread).
 The authors' gradient penalty (10) may be what prevents it; not yet measured here.
 """
 from __future__ import annotations

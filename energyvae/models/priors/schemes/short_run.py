@@ -14,7 +14,7 @@ energy magnitudes that keeps E from drifting. The VAE update keeps the ALB term 
 Measured (benchmarks/results/ebm_prior_fashion-mnist.md, 50 epochs): with Pang et al.'s tilted
 energy and their optimiser (Adam 2e-5, betas 0.5 / 0.999) training is stable (positive and
 negative energies stay within a few nats of each other throughout) and the NLL equals N(0, I)'s
-(-0.10 +- 0.11 paired). The energy it learns is calibrated to its short chains, not to its own
+(-0.13 paired, within its seed-to-seed spread). The energy it learns is calibrated to its short chains, not to its own
 stationary law: samples of the papers' short Langevin chain score FID 6.3, those of MALA run to
 convergence 11-12. The GRBM trained this way diverged in an earlier 10k-step table (ln Z ~1.9e4,
 AIS below the aggregate posterior's bound) and was not rerun; the tilted prior is the reference.
