@@ -43,7 +43,7 @@ nets; benchmarks/results/ebm_prior_*.md, all paired on the same test images):
   reshaping the encoder.
 - **Joint training, 50 epochs.** Paired to N(0, I) with ln Z from 10000-temperature AIS, every
   EBM prior lands within N(0, I)'s own seed-to-seed spread (two more N(0, I) runs: 0.30 and 0.41
-  nats below the first): GRBM-SSM -0.30, GRBM-Adv. -0.18 and -0.06 (two seeds, each against
+  nats below the first): GRBM-SSM -0.30, GRBM-Adv. -0.17 and -0.06 (two seeds, each against
   the N(0, I) run of its seed). With 1000 temperatures AIS put the sharp GRBM-Adv. ln Z
   0.65-1.1 nats too low (ESS 3-5 of 256) and Adv. looked 0.8-1.1 nats better than N(0, I):
   check the AIS ESS before trusting an EBM prior's NLL (ebm_prior_fashion-mnist.md).
