@@ -39,6 +39,8 @@ def _cmd_train(args) -> int:
         raise EnergyVAEError("train: give --config FILE (or --resume RUN_DIR)")
     if args.data_dir:
         overrides.append(f"data.path={args.data_dir}")
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
     if resume_dir is not None:
         overrides.append(f"run.dir={resume_dir}")
     cfg = load_config(config, overrides)
@@ -139,6 +141,10 @@ def _cmd_restore(args) -> int:
     return 0
 
 
+THREADS_HELP = ("torch threads: an integer, or auto (the cores this process may use that no other "
+                "task occupies now; see energyvae/train/threads.py)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="energyvae", description="Energy-based variational autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -149,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue from the run's last checkpoint (the config's run.dir, or RUN_DIR)")
     t.add_argument("--data-dir", help="where on-disk data lives (sets data.path)")
+    t.add_argument("--threads", type=_threads, help="torch threads (sets train.threads; default auto)")
     t.set_defaults(func=_cmd_train)
 
     for name, func, n, help_ in (("sample", _cmd_sample, 64, "write a PNG grid of samples"),
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--checkpoint", choices=["best", "last"], default="best")
         s.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+        s.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
         if name == "sample":
             s.add_argument("--mcmc", type=int, default=0, metavar="K",
                            help="refine samples by K Langevin steps of the model's data-space energy (EC-VAE)")
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--no-ema", action="store_true")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="one offline HTML page comparing runs")
@@ -219,11 +228,32 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--checkpoint", choices=["best", "last"], default="best")
     z.add_argument("--no-ema", action="store_true")
+    z.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     z.set_defaults(func=_cmd_restore)
     return p
 
 
+def _threads(value: str):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def _apply_threads(args) -> None:
+    from .train.threads import apply_threads
+    apply_threads(getattr(args, "threads", "auto"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads sleep instead of spin-waiting (train/threads.py: a run stays near its
+    # 1-thread speed when another job takes a core); read by libgomp when torch is imported
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":   # overrides may also come after options
@@ -232,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command != "train":        # train: train.threads, resolved with the model's size
+            _apply_threads(args)
         return args.func(args)
     except EnergyVAEError as e:
         if os.environ.get("ENERGYVAE_DEBUG"):

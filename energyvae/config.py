@@ -60,6 +60,12 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    # speed (energyvae.train.threads, energyvae.train.trainer's docstring)
+    threads: int | Literal["auto"] = "auto"   # torch threads per process; auto: see train/threads.py
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast of the losses (fp16: GradScaler)
+    compile: bool = False             # torch.compile the model's loss function
+    channels_last: bool = False       # memory format of conv nets' weights and image batches
+    data_on_device: Literal["auto", "yes", "no"] = "auto"   # auto: on CUDA when < 1/4 of free memory
 
     def __post_init__(self):
         check(self.steps is None or self.epochs is None, "give exactly one of steps and epochs")
@@ -77,6 +83,7 @@ class TrainConfig:
         for k in ("eval_every", "checkpoint_every", "log_every"):
             check(getattr(self, k) > 0, f"{k} must be > 0, got {getattr(self, k)}")
         check(self.eval_batches is None or self.eval_batches > 0, "eval_batches must be > 0")
+        check(self.threads == "auto" or self.threads >= 1, f"threads must be 'auto' or >= 1, got {self.threads}")
 
 
 @dataclass

@@ -52,15 +52,6 @@ def init_distributed(device_name: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def all_finite(t: torch.Tensor, info: DistInfo) -> bool:
-    """True when ``t`` is finite on every process (a collective when distributed)."""
-    ok = torch.isfinite(t.detach()).all().float().reshape(1)
-    if info.enabled:
-        ok = ok.to(info.device)
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok.item())
-
-
 def gather_objects(obj, info: DistInfo) -> list:
     if not info.enabled:
         return [obj]
