@@ -73,6 +73,23 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatc
     assert {"loss", "kl"} <= set(logs) and all(math.isfinite(v) for v in logs.values())
 
 
+@pytest.mark.parametrize("config", ["ebm_digits", "ecflow_digits", "ecvae_flow_prior_digits", "flow_digits",
+                                    "toy2d_vae", "vae_wgan_digits"])
+def test_shipped_configs_step_without_reading_back(tmp_path, monkeypatch, config):
+    from energyvae.config import load_config
+    cfg = load_config(f"configs/{config}.yaml", [f"run.dir={tmp_path}", "train.batch_size=8",
+                                                 "train.progress=false"])
+    data, m = prepare(cfg)
+    trainer = Trainer(cfg, m, data)
+    for i in range(3):
+        trainer.train_step(trainer.batch(i))
+        trainer.step += 1
+    counter = SyncCounter(monkeypatch)
+    trainer.train_step(trainer.batch(trainer.step))
+    monkeypatch.undo()
+    assert counter.calls == []
+
+
 def test_log_records_are_window_means(tmp_path):
     cfg = make_cfg(tmp_path / "r")
     data, model = prepare(cfg)

@@ -104,7 +104,7 @@ from ..registry import check
 from .base import CALIBRATORS, Calibrator, UpdateSpec
 from .priors.samplers import energy_and_grad
 
-__all__ = ["conditional_langevin", "private_rng", "EnergyCalibration", "CalibratedPosterior"]
+__all__ = ["conditional_langevin", "private_rng", "PrivateSeed", "EnergyCalibration", "CalibratedPosterior"]
 
 
 def conditional_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, steps: int,
@@ -148,7 +148,26 @@ def _eval_mode(module: nn.Module):
         module.train(was)
 
 
-class _ChainCalibrator(Calibrator):
+class PrivateSeed:
+    """Mixin for an ``nn.Module`` with a private RNG stream (:func:`private_rng`): the seed is a
+    buffer drawn at build (so it is checkpointed), read to the host once after build or load,
+    not at every step (each read is a synchronisation on CUDA)."""
+
+    def init_private_seed(self) -> None:
+        self.register_buffer("seed", torch.randint(2**62, ()))
+        self._seed_int: int | None = None
+
+    def private_rng(self, state: dict, call: int, device: torch.device):
+        if self._seed_int is None:
+            self._seed_int = int(self.seed)
+        return private_rng(self._seed_int, state, call, device)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seed_int = None
+
+
+class _ChainCalibrator(PrivateSeed, Calibrator):
     """Shared parts: the chain settings, the dual variable lambda (Eq. 4) and the private RNG."""
 
     def __init__(self, p: "ChainParams"):
@@ -156,21 +175,11 @@ class _ChainCalibrator(Calibrator):
         self.steps, self.step_size, self.sigma, self.noise = p.steps, p.step_size, p.sigma, p.noise
         self.primal_dual, self.eps1, self.eta, self.lambda_max = p.primal_dual, p.eps1, p.eta, p.lambda_max
         self.register_buffer("lam", torch.tensor(p.lambda_init, dtype=torch.float64))
-        self.register_buffer("seed", torch.randint(2**62, ()))
-        self._seed_int: int | None = None
+        self.init_private_seed()
 
     def chain(self, energy, x0: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         return conditional_langevin(energy, x0, self.steps if steps is None else steps, self.step_size,
                                     self.sigma, self.noise)
-
-    def private_rng(self, state: dict, call: int, device: torch.device):
-        if self._seed_int is None:               # read the buffer once, not at every step (a sync on CUDA)
-            self._seed_int = int(self.seed)
-        return private_rng(self._seed_int, state, call, device)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._seed_int = None
 
     def dual_step(self, l_con: torch.Tensor | float) -> None:
         """lambda <- clip(lambda + eta (L_con - eps1), 0, lambda_max) (Eq. 4's dual ascent), on

@@ -70,7 +70,7 @@ from ..errors import ConfigError
 from ..nets.energy import DATA_ENERGIES
 from ..registry import check
 from .base import CALIBRATORS, Calibrator, UpdateSpec
-from .energy_calibration import private_rng
+from .energy_calibration import PrivateSeed
 
 __all__ = ["WGANCritic", "WGANParams"]
 
@@ -84,7 +84,7 @@ def _reject_batch_norm(critic: nn.Module) -> None:
                           f"example; Gulrajani et al. 2017, Sec. 4), found {bn}")
 
 
-class WGANCritic(Calibrator):
+class WGANCritic(PrivateSeed, Calibrator):
     """The VAE + WGAN-GP ablation of paper 001 (module docstring)."""
     name = "wgan"
 
@@ -94,7 +94,7 @@ class WGANCritic(Calibrator):
         self.critic = critic
         self.weight, self.warmup, self.n_critic, self.gp_weight = p.weight, p.warmup, p.n_critic, p.gp_weight
         self.lr, self.betas = p.lr, tuple(p.betas)
-        self.register_buffer("seed", torch.randint(2**62, ()))
+        self.init_private_seed()
 
     def weight_at(self, step: int) -> float:
         """w_t: 0 at steps without the generator term (t % n_critic != 0), else the warmed-up w."""
@@ -146,9 +146,6 @@ class WGANCritic(Calibrator):
         loss = d_fake - d_real + self.gp_weight * gp
         return loss, {"loss": loss.detach(), "wasserstein": (d_real - d_fake).detach(), "gp": gp.detach(),
                       "d_real": d_real.detach(), "d_fake": d_fake.detach()}
-
-    def private_rng(self, state: dict, call: int, device: torch.device):
-        return private_rng(self.seed, state, call, device)
 
 
 @dataclass
