@@ -1,5 +1,5 @@
 """Shared pieces of the model tests: tiny configs, a fit that records the calibrators' start,
-weight equality, the kill-and-resume check and the --mcmc sampling check."""
+weight equality, the kill-and-resume check, the --mcmc sampling check and a NaN-poisoned loss."""
 from __future__ import annotations
 
 import subprocess
@@ -72,3 +72,14 @@ def assert_mcmc_sampling(run_dir: Path, tmp_path: Path) -> None:
                           "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     Image.open(out).verify()
+
+
+def poison_loss(monkeypatch, model, at_step=None) -> None:
+    """Make ``model``'s loss NaN at training step ``at_step`` (0-based; None: at every step)."""
+    forward = type(model).forward
+
+    def poisoned(self, update, x, state):
+        loss, logs = forward(self, update, x, state)
+        return (loss * float("nan") if at_step is None or state["step"] == at_step else loss), logs
+    monkeypatch.setattr(type(model), "forward", poisoned)
+

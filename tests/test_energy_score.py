@@ -17,8 +17,8 @@ from energyvae.errors import ConfigError
 from energyvae.models import RECONSTRUCTIONS, build_model
 from energyvae.models.posterior import DiagGaussian
 from energyvae.models.reconstruction.energy_score import (
-    EnergyScore, FastEnergyScore, auto_chunk, energy_score, energy_score_terms,
-    fast_energy_score_terms)
+    DECODE_LATENTS, EnergyScore, FastEnergyScore, auto_chunk, auto_decode_chunk, energy_score,
+    energy_score_terms, fast_energy_score_terms, pairwise_mean)
 from energyvae.models.vae import VAEParams
 from energyvae.runs import prepare, train_run
 from energyvae.train import Trainer
@@ -105,7 +105,158 @@ def test_chunked_equals_unchunked_values_and_gradients():
     for val, grad in results[1:]:
         torch.testing.assert_close(val, results[0][0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad, results[0][1], rtol=1e-12, atol=1e-12)
-    assert auto_chunk(128, 50, 784) == 13 and auto_chunk(2, 50, 10) == 50 and auto_chunk(10**6, 50, 10**4) == 1
+    assert auto_chunk(128, 50, 784) == 50 and auto_chunk(128, 1000, 784) == 38
+    assert auto_chunk(10**6, 50, 10**4) == 1
+
+
+# -- the Gram-form pairwise term against direct differences -----------------------------------
+def direct_pairwise_mean(samples, beta):
+    """The direct-difference form in float64: 1/(M(M-1)) sum_{i != j} ||x_i - x_j||^beta from
+    the [B, M, M, D] differences, the power masked where a distance is 0 (samples [B, M, D])."""
+    s = samples.double()
+    m = s.shape[1]
+    r = (s[:, :, None] - s[:, None, :]).pow(2).sum(-1)
+    pos = r > 0
+    safe = torch.where(pos, r, torch.ones_like(r))
+    return torch.where(pos, safe.pow(beta / 2), torch.zeros_like(r)).sum((1, 2)) / (m * (m - 1))
+
+
+def _pairwise_cases():
+    """[B, M, D] sample sets: spread, offset, near-identical clouds, exact duplicates, isolated
+    near pairs, all identical (a point-mass posterior)."""
+    g = torch.Generator().manual_seed(40)
+    b, m, d = 3, 12, 64
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=F64)
+    base = rnd(b, 1, d)
+    dups = rnd(b, m, d)
+    dups[:, 1] = dups[:, 0]
+    dups[:, 5] = dups[:, 0]
+    dups[:, 3] = dups[:, 2]
+    near_dups = base + 1e-4 * rnd(b, m, d)
+    near_dups[:, 7] = near_dups[:, 6]
+    pair = rnd(b, m, d)
+    pair[:, 4] = pair[:, 9] + 1e-6 * rnd(b, d)
+    return {"spread": rnd(b, m, d), "offset": 100 + rnd(b, m, d),
+            "near 1e-4": base + 1e-4 * rnd(b, m, d), "near 1e-6": torch.sigmoid(base) + 1e-6 * rnd(b, m, d),
+            "duplicates": dups, "near+duplicates": near_dups, "isolated near pair": pair,
+            "identical": base.expand(b, m, d).clone()}
+
+
+def _rel(a, ref):
+    return ((a.double() - ref).norm() / ref.norm()).item() if ref.norm() > 0 else a.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("beta", [1.0, 0.5, 1.5])
+def test_gram_pairwise_equals_direct_differences(beta, dtype):
+    """Value and gradient w.r.t. the samples within 1e-6 relative (norm of the difference) of the
+    direct-difference form, evaluated in float64 on the same (float32 or float64) values; the
+    output and gradient keep the input dtype. Where every distance is 0 both are exactly 0.
+    With chunk 5 the first row chunk holds 4 duplicate pairs but recomputes only
+    ceil(NEAR_PAIRS * 5) = 3 of them: the fourth falls under the Gram floor (taken as 0)."""
+    for name, s in _pairwise_cases().items():
+        ref_in = s.to(dtype).double().requires_grad_()
+        ref = direct_pairwise_mean(ref_in, beta)
+        ref.sum().backward()
+        for chunk in (None, 5):
+            t = s.to(dtype).requires_grad_()
+            val = pairwise_mean(t, beta, chunk=chunk)
+            val.sum().backward()
+            assert val.dtype == dtype and t.grad.dtype == dtype
+            assert torch.isfinite(val).all() and torch.isfinite(t.grad).all(), name
+            # 1e-6 everywhere; unchunked, float64: all near/duplicate pairs recomputed, ~exact
+            tol = 1e-12 if chunk is None and dtype == torch.float64 else 1e-6
+            assert _rel(val.detach(), ref.detach()) < tol, (name, chunk, _rel(val.detach(), ref.detach()))
+            assert _rel(t.grad, ref_in.grad) < tol, (name, chunk, _rel(t.grad, ref_in.grad))
+            if name == "identical":
+                assert (val == 0).all() and (t.grad == 0).all()
+        if name == "duplicates":         # no recomputation at all: the floor alone zeroes them
+            t = s.to(dtype).requires_grad_()
+            val = pairwise_mean(t, beta, near=0)
+            val.sum().backward()
+            tol = 1e-12 if dtype == torch.float64 else 1e-6
+            assert _rel(val.detach(), ref.detach()) < tol and _rel(t.grad, ref_in.grad) < tol
+
+
+def test_gram_pairwise_beats_float32_direct_differences():
+    """On float32 near-identical samples the float64 Gram form is closer to the exact value than
+    float32 direct differences (``torch.cdist``, the previous implementation) are."""
+    g = torch.Generator().manual_seed(41)
+    s = (torch.sigmoid(torch.randn(4, 1, 784, generator=g)) + 1e-5 * torch.randn(4, 16, 784, generator=g))
+    exact = direct_pairwise_mean(s, 1.0)
+    m = s.shape[1]
+    cd = torch.cdist(s, s, compute_mode="donot_use_mm_for_euclid_dist").sum((1, 2)) / (m * (m - 1))
+    assert _rel(pairwise_mean(s, 1.0), exact) < 1e-7 < _rel(cd, exact)
+
+
+def test_gram_pairwise_nan_propagates():
+    """A NaN sample gives a NaN term (not a silently masked 0); the other examples stay finite."""
+    s = torch.randn(2, 4, 3, dtype=F64)
+    s[0, 1, 0] = float("nan")
+    val = pairwise_mean(s, 1.0)
+    assert torch.isnan(val[0]) and torch.isfinite(val[1])
+
+
+def test_envae_loss_reads_no_tensor_on_the_host(monkeypatch):
+    """No ``item``/``bool``/``float``/``int``/``tolist`` of a tensor in EnVAE's loss and its
+    backward (each would be a host synchronisation on CUDA): the near-pair recomputation is a
+    fixed-size top-k, the chunk sizes are Python ints."""
+    calls = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=orig, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    net = torch.nn.Linear(3, 20, dtype=F64)
+    q = DiagGaussian(torch.randn(4, 3, dtype=F64), torch.rand(4, 3, dtype=F64) + 0.1)
+    loss, _, _ = EnergyScore(samples=6, beta=0.5, chunk=4, decode_chunk=2).loss(
+        torch.rand(4, 20, dtype=F64), q, net)
+    loss.sum().backward()
+    monkeypatch.undo()
+    assert calls == []
+
+
+# -- chunked decoding ---------------------------------------------------------------------------
+def test_auto_decode_chunk_rule():
+    assert DECODE_LATENTS == 320
+    assert auto_decode_chunk(64, 50) == 5 and auto_decode_chunk(128, 50) == 2
+    assert auto_decode_chunk(1024, 50) == 1 and auto_decode_chunk(3, 5) == 5
+    assert auto_decode_chunk(64, 50, "cuda") == 50        # off CPU: one call
+
+
+@pytest.mark.parametrize("decode_chunk,batch", [(None, 5), (None, 100), (1, 5), (3, 5), (7, 5), (50, 5)])
+def test_chunked_decoding_equals_one_call(decode_chunk, batch):
+    """Same draws of z, same loss, gradients and logs (up to float rounding) as one decoder call
+    on all M x B latents; ``decode_chunk`` samples per call (the last call takes the rest)."""
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 20))
+    mu, sd = torch.randn(batch, 3), torch.rand(batch, 3) + 0.1
+    x = torch.rand(batch, 20)
+    results = {}
+    for chunk in (decode_chunk, "one call"):
+        calls = []
+
+        def decode(z):
+            calls.append(z.shape[0])
+            return net(z)
+        obj = EnergyScore(samples=7, beta=1.5, output="sigmoid", value_range=(0.0, 1.0),
+                          decode_chunk=7 if chunk == "one call" else chunk)
+        net.zero_grad()
+        torch.manual_seed(7)
+        loss, z, logs = obj.loss(x, DiagGaussian(mu, sd), decode)
+        loss.sum().backward()
+        results[chunk] = (loss.detach(), z.detach(), logs, [p.grad.clone() for p in net.parameters()], calls)
+    (loss, z, logs, grads, calls), (loss1, z1, logs1, grads1, calls1) = results[decode_chunk], results["one call"]
+    assert calls1 == [7]
+    c = decode_chunk or auto_decode_chunk(batch, 7)          # auto: 7 at B = 5, 3 at B = 100
+    assert calls == [min(c, 7 - i) for i in range(0, 7, c)]
+    assert torch.equal(z, z1)
+    torch.testing.assert_close(loss, loss1, rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads, grads1):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for k in logs:
+        torch.testing.assert_close(logs[k], logs1[k], rtol=1e-6, atol=1e-7)
 
 
 def test_gradients_finite_at_zero_distances():
@@ -346,7 +497,8 @@ def _cfg(run_dir, reconstruction, posterior=None, steps=4):
 
 
 @pytest.mark.parametrize("recon", [{"name": "energy_score", "samples": 4},
-                                   {"name": "energy_score", "samples": 3, "beta": 0.5, "chunk": 1},
+                                   {"name": "energy_score", "samples": 3, "beta": 0.5, "chunk": 1,
+                                    "decode_chunk": 2},
                                    {"name": "fast_energy_score"},
                                    {"name": "fast_energy_score", "variant": "double", "beta": 2},
                                    {"name": "fast_energy_score", "variant": "antithetic", "beta": 0.5}],
@@ -379,6 +531,7 @@ def test_train_run_end_to_end(tmp_path):
     ({"name": "fast_energy_score", "beta": 2.5}, r"beta must be in \(0, 2\]"),
     ({"name": "energy_score", "samples": 1}, "samples must be >= 2"),
     ({"name": "energy_score", "chunk": 0}, "chunk must be > 0"),
+    ({"name": "energy_score", "decode_chunk": 0}, "decode_chunk must be > 0"),
     ({"name": "fast_energy_score", "variant": "triple"}, "variant"),
 ])
 def test_config_errors(tmp_path, recon, match):

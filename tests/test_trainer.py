@@ -8,6 +8,7 @@ from energyvae.config import build_config
 from energyvae.errors import CheckpointError, ConfigError, DivergenceError
 from energyvae.runs import prepare
 from energyvae.train import LAST, Trainer, load_checkpoint
+from helpers import poison_loss
 
 
 def make_cfg(run_dir, **train):
@@ -66,12 +67,7 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
 def test_nan_stops_without_overwriting_checkpoint(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path / "nan")
     data, model = prepare(cfg)
-    forward = type(model).forward
-
-    def poisoned(self, update, x, state):
-        loss, logs = forward(self, update, x, state)
-        return (loss * float("nan") if state["step"] == 7 else loss), logs
-    monkeypatch.setattr(type(model), "forward", poisoned)
+    poison_loss(monkeypatch, model, at_step=7)
     trainer = Trainer(cfg, model, data)
     path = tmp_path / "nan" / "checkpoints" / LAST
     with pytest.raises(DivergenceError, match=r"non-finite loss .* at step 8"):

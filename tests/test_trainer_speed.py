@@ -15,6 +15,7 @@ from energyvae.train import threads as th
 from energyvae.train.distributed import DistInfo
 from energyvae.train.ema import EMA
 from energyvae.train.trainer import BatchStream
+from helpers import poison_loss
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -106,12 +107,7 @@ def test_log_records_are_window_means(tmp_path):
 def test_divergence_is_found_at_the_next_log_step_and_names_its_step(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path / "nan", log_every=3)
     data, model = prepare(cfg)
-    forward = type(model).forward
-
-    def poisoned(self, update, x, state):
-        loss, logs = forward(self, update, x, state)
-        return (loss * float("nan") if state["step"] == 4 else loss), logs
-    monkeypatch.setattr(type(model), "forward", poisoned)
+    poison_loss(monkeypatch, model, at_step=4)
     trainer = Trainer(cfg, model, data)
     with pytest.raises(DivergenceError, match=r"at step 5; stopped at step 6 .*step 4\)"):
         trainer.fit()
@@ -121,12 +117,7 @@ def test_divergence_is_found_at_the_next_log_step_and_names_its_step(tmp_path, m
 def test_divergence_before_any_checkpoint_says_none_was_written(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path / "nan", log_every=2)
     data, model = prepare(cfg)
-    forward = type(model).forward
-
-    def poisoned(self, update, x, state):
-        loss, logs = forward(self, update, x, state)
-        return loss * float("nan"), logs
-    monkeypatch.setattr(type(model), "forward", poisoned)
+    poison_loss(monkeypatch, model)
     with pytest.raises(DivergenceError, match="at step 1;.*none was written yet"):
         Trainer(cfg, model, data).fit()
     assert not (tmp_path / "nan" / "checkpoints" / LAST).exists()
