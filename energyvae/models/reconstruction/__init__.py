@@ -11,7 +11,8 @@ Interface of every objective (subclass :class:`Reconstruction`, register with
   location-scale decoder with per-pixel scales);
 - ``loss(x, q, decode)``: per-example loss [B] and the latent samples used ([B, m]); the
   objective draws its own samples from ``q`` (the energy score draws several) and calls
-  ``decode`` as few times as possible (batch all latents into one call);
+  ``decode`` on batches of latents, not one latent set at a time (EnVAE splits its M x B
+  latents into calls of ``decode_chunk`` samples, faster on CPU than one huge call);
 - ``log_prob(x, out)``: ln p(x | decoder output) per example (likelihood objectives);
 - ``mean(out)``: the decoder output as a data-space point (for samples and reconstructions).
 """
