@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = None    # max global grad norm per update; None disables
     ema: float = 0.0                  # EMA decay of the weights used for evaluation; 0 disables
+    ema_every: int = 4                # apply the EMA every k steps (and at eval/checkpoints; train/ema.py)
     eval_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 50
@@ -80,7 +81,7 @@ class TrainConfig:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
         check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
-        for k in ("eval_every", "checkpoint_every", "log_every"):
+        for k in ("eval_every", "checkpoint_every", "log_every", "ema_every"):
             check(getattr(self, k) > 0, f"{k} must be > 0, got {getattr(self, k)}")
         check(self.eval_batches is None or self.eval_batches > 0, "eval_batches must be > 0")
         check(self.threads == "auto" or self.threads >= 1, f"threads must be 'auto' or >= 1, got {self.threads}")

@@ -157,6 +157,25 @@ def test_foreach_ema_equals_the_per_tensor_formula():
     assert torch.equal(ema.model[1].running_mean, net[1].running_mean)
 
 
+def test_ema_every_k_steps_folds_the_skipped_decays():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 4)
+    ema = EMA(net, 0.99, every=4)
+    ref = [p.detach().clone() for p in net.parameters()]
+    folded = 1.0
+    for step in range(10):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(net, step, sync=step == 5)                   # steps 3, 5 (sync) and 7 apply
+        folded *= min(0.99, (1 + step) / (10 + step))
+        if step in (3, 5, 7):
+            ref = [folded * r + (1 - folded) * p.detach() for r, p in zip(ref, net.parameters())]
+            folded = 1.0
+        for r, e in zip(ref, ema.model.parameters()):
+            torch.testing.assert_close(e, r, rtol=1e-6, atol=1e-6)
+
+
 def test_adam_is_fused_and_takes_integer_betas(tmp_path):
     cfg = make_cfg(tmp_path / "r", betas=[0, 0.9])
     data, model = prepare(cfg)

@@ -14,9 +14,10 @@ evaluation and checkpoint steps (and when a step raises), so a divergence stops 
 :class:`DivergenceError` naming that step before anything is written, and the last good
 checkpoint stays. Optimizers are Adam with ``fused=True`` (one kernel for all tensors; on this
 project's CPU 0.80x the step time of the per-tensor loop on the MLP VAE), the EMA one
-``torch._foreach_lerp_``. Options for large runs: ``train.precision`` (bf16/fp16 autocast, a
-GradScaler per update for fp16, its state checkpointed), ``train.compile``,
-``train.channels_last``, ``train.data_on_device``; DDP uses ``find_unused_parameters`` only
+``torch._foreach_lerp_`` every ``train.ema_every`` steps and at evaluation/checkpoint steps.
+Options for large runs: ``train.precision`` (bf16/fp16 autocast, a GradScaler per update
+for fp16, its state checkpointed), ``train.compile``, ``train.channels_last``,
+``train.data_on_device``; DDP uses ``find_unused_parameters`` only
 when a probe step shows parameters without a gradient (or the model has several updates).
 ``train.threads`` is resolved by :mod:`energyvae.train.threads`.
 """
@@ -142,7 +143,7 @@ class Trainer:
             for u in self.updates}
         self.scalers = ({u.name: torch.amp.GradScaler(self.device.type) for u in self.updates}
                         if self.tc.precision == "fp16" else {})
-        self.ema = EMA(self.model, self.tc.ema) if self.tc.ema > 0 else None
+        self.ema = EMA(self.model, self.tc.ema, self.tc.ema_every) if self.tc.ema > 0 else None
         self.total_steps = self.tc.steps or self.tc.epochs * self.stream.steps_per_epoch
         self.step, self.best = 0, {"metric": "loss", "value": math.inf, "step": None}
         self.seconds_before, self._t0 = 0.0, None     # training time of earlier sessions (resume)
@@ -274,6 +275,8 @@ class Trainer:
         if "cuda" in ranks[self.info.rank] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ranks[self.info.rank]["cuda"], self.device)
         self.step, self.best = int(state["step"]), state["best"]
+        if self.ema:
+            self.ema.last = self.step - 1           # checkpoints are written right after an EMA sync
         self.seconds_before = float(state.get("seconds", 0.0))
         if self.best["value"] is None:
             self.best["value"] = math.inf
@@ -390,6 +393,8 @@ class Trainer:
                 if not (do_log or do_eval or do_ckpt):
                     continue
                 self.check_finite()
+                if self.ema and (do_eval or do_ckpt):
+                    self.ema.update(self.model, self.step - 1, sync=True)
                 if do_log:
                     logs = self.read_logs()
                     if main:
