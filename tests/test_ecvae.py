@@ -155,3 +155,31 @@ def test_energy_regulariser_adds_alpha_times_the_squared_energies():
         assert float(logs["e_real"]) == 2.0 and float(logs["e_cal"]) == 1.5
     with pytest.raises(ConfigError, match="energy_reg"):
         CALIBRATORS.build({**TINY_EC, "energy_reg": -1.0}, data_shape=(1, 8, 8))
+
+
+def test_chain_computes_spectral_norms_once_and_equals_the_uncached_chain(monkeypatch):
+    """conditional_langevin caches the energy's parametrized weights for the whole chain: one
+    spectral-norm evaluation per layer instead of one per step, and (in eval mode, where the
+    power iteration does not move) the same chain as recomputing them at every step."""
+    from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
+    torch.manual_seed(0)
+    energy = torch.nn.Sequential(spectral_norm(torch.nn.Linear(4, 8)), torch.nn.SiLU(),
+                                 spectral_norm(torch.nn.Linear(8, 1)), torch.nn.Flatten(0))
+    calls = []
+    forward = _SpectralNorm.forward
+    monkeypatch.setattr(_SpectralNorm, "forward", lambda self, w: calls.append(1) or forward(self, w))
+    x0 = torch.randn(16, 4)
+    energy.train()
+    conditional_langevin(energy, x0, 5, 0.01, sigma=1.0)
+    assert len(calls) == 2                                   # two layers, once each, not 5 x 2
+    energy.eval()
+    torch.manual_seed(1)
+    cached = conditional_langevin(energy, x0, 5, 0.01, sigma=1.0)
+    torch.manual_seed(1)
+    x = x0
+    for _ in range(5):                                       # the same steps, weights recomputed
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(energy(xg).sum(), xg)
+        g = g + (x - x0)
+        x = x - 0.005 * g + 0.01 ** 0.5 * torch.randn_like(x)
+    assert torch.equal(cached, x)
