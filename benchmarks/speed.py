@@ -49,8 +49,9 @@ are busy") and stops it at the end, also on error or SIGTERM. It then runs the C
 for ``--thread-steps`` steps with cheap evaluation (``eval.iw_samples=0``, one validation
 batch, small sample grids, no intermediate checkpoints), twice per round in alternating order:
 with default threads (the subprocess environment has no OMP_NUM_THREADS, MKL_NUM_THREADS,
-OPENBLAS_NUM_THREADS or OMP_WAIT_POLICY, and no ``train.threads``) and with 1 thread; first
-under the load, then (the load stopped) without. ``--quick`` runs the digits config only.
+OPENBLAS_NUM_THREADS or OMP_WAIT_POLICY, and no ``train.threads``), with 1 thread, and as
+before ``train.threads`` existed (every usable core, ``OMP_WAIT_POLICY=ACTIVE``: OpenMP's
+spin-waiting); first under the load, then (the load stopped) without. ``--quick`` runs the digits config only.
 The step time is the median ``sec_per_step`` of the run's metrics.jsonl "train" records after
 the first (each record averages ``log_every`` steps); the process wall time is recorded too.
 The 1-thread run passes ``train.threads=1`` when energyvae's TrainConfig has that field, and
@@ -446,6 +447,9 @@ def run_cli(config: str, extra: list[str], run_dir: Path, mode: str, via: str, s
                  "train.progress=false", "eval.iw_samples=0", "eval.n_samples=4",
                  "eval.n_reconstructions=4", f"run.dir={run_dir}"]
     env = default_env()
+    if mode == OLD_DEFAULT:               # before train.threads: every core, OpenMP spin-waiting
+        overrides.append(f"train.threads={usable_cpus()}")
+        env["OMP_WAIT_POLICY"] = "ACTIVE"
     if mode == "1 thread":
         if via == "config":
             overrides.append("train.threads=1")
@@ -474,14 +478,21 @@ def default_torch_threads() -> int:
     return int(out.stdout.strip())
 
 
+OLD_DEFAULT = "all cores, spin-wait"
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def part_threads(args, work: Path, log=print) -> dict:
     via = one_thread_via(args.one_thread_via)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cpus()
     n_load = args.load_procs if args.load_procs is not None else max(1, usable - 1)
     load = CPULoad(n_load)
     results = {"via": via, "load_procs": n_load, "usable_cpus": usable, "steps": args.thread_steps,
                "default_torch_threads": default_torch_threads(), "cases": {}, "load_avg": {}}
-    modes = ["default threads", "1 thread"]
+    modes = ["default threads", "1 thread", OLD_DEFAULT]
     t0 = time.perf_counter()
     for phase in ("under load", "no load"):
         if phase == "under load":
@@ -516,6 +527,9 @@ def part_threads(args, work: Path, log=print) -> dict:
             d, o = summ.get(f"{phase} / default threads"), summ.get(f"{phase} / 1 thread")
             if d and o:
                 summ[f"{phase} ratio"] = {"step": d["median_ms"] / o["median_ms"], "wall": d["wall_s"] / o["wall_s"]}
+            old_ = summ.get(f"{phase} / {OLD_DEFAULT}")
+            if old_ and o:
+                summ[f"{phase} old ratio"] = old_["median_ms"] / o["median_ms"]
         case["summary"] = summ
     return results
 
@@ -604,9 +618,12 @@ def report(args, res: dict, wall: float) -> list[str]:
                   "- load average (1/5/15 min): " + "; ".join(f"{k} {'/'.join(f'{v:.1f}' for v in val)}"
                                                             for k, val in th["load_avg"].items()),
                   f"- wall time of this part {th['seconds']:.0f} s", "",
+                  f"- '{OLD_DEFAULT}' (the behaviour before `train.threads`): `train.threads=<usable CPUs>` "
+                  "with `OMP_WAIT_POLICY=ACTIVE`", "",
                   "| run | load | default threads ms/step | 1 thread ms/step | default / 1 thread (step) "
-                  "| default s | 1 thread s | default / 1 thread (process) |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  f"| default s | 1 thread s | default / 1 thread (process) | {OLD_DEFAULT} ms/step | "
+                  "its / 1 thread (step) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, case in th["cases"].items():
             s = case["summary"]
             for phase in ("under load", "no load"):
@@ -615,9 +632,11 @@ def report(args, res: dict, wall: float) -> list[str]:
                 if not d or not o:
                     continue
                 flag = "" if d["ok"] and o["ok"] else " (a run failed: see speed.json)"
+                old_ = s.get(f"{phase} / {OLD_DEFAULT}", {})
                 lines.append(f"| {name} ({case['config']}){flag} | {phase} | {fmt(d['median_ms'])} | "
                              f"{fmt(o['median_ms'])} | {fmt(ratio.get('step'))} | {d['wall_s']:.1f} | "
-                             f"{o['wall_s']:.1f} | {fmt(ratio.get('wall'))} |")
+                             f"{o['wall_s']:.1f} | {fmt(ratio.get('wall'))} | {fmt(old_.get('median_ms'))} | "
+                             f"{fmt(s.get(f'{phase} old ratio'))} |")
         under = [c["summary"].get("under load ratio", {}).get("step") for c in th["cases"].values()]
         under = [u for u in under if u is not None and not math.isnan(u)]
         if under:
