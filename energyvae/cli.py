@@ -141,8 +141,8 @@ def _cmd_restore(args) -> int:
     return 0
 
 
-THREADS_HELP = ("torch threads: an integer, or auto (the cores this process may use that no other "
-                "task occupies now; see energyvae/train/threads.py)")
+THREADS_HELP = ("torch threads: an integer, or auto (the cores this process may use, shared by "
+                "a torchrun job's processes; see energyvae/train/threads.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:

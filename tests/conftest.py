@@ -1,9 +1,13 @@
 import os
 
-import pytest
-import torch
-
+# one torch thread per test process (and its CLI subprocesses) unless the caller says otherwise:
+# tiny nets only lose time to threads, and on a shared machine OpenMP spin-waiting makes
+# multi-thread steps 10-30x slower (energyvae/train/threads.py); set before torch is imported
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -186,7 +186,6 @@ def test_adam_is_fused_and_takes_integer_betas(tmp_path):
 
 def test_thread_rule(monkeypatch):
     monkeypatch.setattr(th, "available_cores", lambda: 8)
-    monkeypatch.setattr(th, "other_runnable_tasks", lambda: 0)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert th.resolve_threads("auto", step_flops=1e6) == 1          # small nets: one thread
@@ -194,7 +193,7 @@ def test_thread_rule(monkeypatch):
     assert th.resolve_threads("auto") == 8                         # FLOPs unknown: by cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                    # torchrun: share the cores
     assert th.resolve_threads("auto", step_flops=1e10) == 2
-    monkeypatch.setattr(th, "other_runnable_tasks", lambda: 5)     # a loaded machine: what is free
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")                   # more processes than cores
     assert th.resolve_threads("auto", step_flops=1e10) == 1
     assert th.resolve_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")                     # the user's setting wins

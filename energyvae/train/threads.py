@@ -18,8 +18,7 @@ conv VAE (fashion_vae)      ~80 ms     ~53 ms
 So ``"auto"`` resolves to
 
     n = cores this process may use (``os.sched_getaffinity``) // local processes of the job
-        (torchrun's ``LOCAL_WORLD_SIZE``), less the cores other runnable tasks occupy now
-        (``procs_running`` of ``/proc/stat``, sampled at start), at least 1;
+        (torchrun's ``LOCAL_WORLD_SIZE``), at least 1;
     1 when a training step costs less than :data:`SMALL_STEP_FLOPS` (the digits MLP: at most
         a 12 % gain on an idle machine against a 2.2x loss on a loaded one).
 
@@ -27,6 +26,11 @@ and the CLI sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it) before tor
 imported: threads then sleep instead of spinning, which costs ~15 % of the 2-thread speed on
 an idle machine but keeps a run near its 1-thread speed when a load arrives after it started.
 An explicit integer is used as given, and so is ``OMP_NUM_THREADS`` when the user set it.
+
+The rule deliberately does not look at the machine's current load: the thread count changes
+the floating-point reduction order of matmuls and convolutions, so a count that depended on
+the load at start would make two runs of one config (or a run and its resume) differ in the
+last bits. The passive wait policy is what protects a multi-thread run from a later load.
 """
 from __future__ import annotations
 
@@ -56,19 +60,6 @@ def local_processes() -> int:
         return 1
 
 
-def other_runnable_tasks() -> int:
-    """Runnable tasks besides this one right now (``procs_running`` of /proc/stat; the
-    job's own other processes are not subtracted: the share per process already counts them)."""
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("procs_running"):
-                    return max(0, int(line.split()[1]) - local_processes())
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def auto_threads(step_flops: float | None = None) -> int:
     """The ``"auto"`` rule of the module docstring (``OMP_NUM_THREADS``, when set, wins)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -76,9 +67,7 @@ def auto_threads(step_flops: float | None = None) -> int:
         return int(env)
     if step_flops is not None and step_flops < SMALL_STEP_FLOPS:
         return 1
-    cores, procs = available_cores(), local_processes()
-    free = max(1, cores - other_runnable_tasks())
-    return max(1, min(cores // procs, free // procs))
+    return max(1, available_cores() // local_processes())
 
 
 def resolve_threads(setting: int | str | None, step_flops: float | None = None) -> int:
