@@ -270,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"energyvae: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                   # the run folder, a cache or an output: one line, exit 2
+        if os.environ.get("ENERGYVAE_DEBUG"):
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"energyvae: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("energyvae: interrupted", file=sys.stderr)
         return 130

@@ -21,15 +21,42 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 # ----------------------------------------------------------------------------------------- IDX
+#: largest data an IDX file may declare (bytes): beyond it a header is taken as corrupt
+MAX_IDX_BYTES = 8 * 2 ** 30
+#: largest image (pixels) decoded from a PNG/JPEG; the declared size is checked before decoding
+MAX_IMAGE_PIXELS = 2 ** 26
+
+
+def _read_capped(path: Path) -> bytes:
+    """The bytes of an IDX file, reading a gzip stream no further than its header promises
+    (+1 byte, to detect trailing data): a decompression bomb cannot exhaust memory."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+            return head + f.read(64)                 # the caller reports the bad magic number
+        dims_raw = f.read(4 * head[3])
+        if len(dims_raw) < 4 * head[3]:
+            return head + dims_raw
+        n = math.prod(int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+        if n > MAX_IDX_BYTES:
+            raise DataError(f"{path}: the IDX header declares {n} data bytes, more than the "
+                            f"{MAX_IDX_BYTES} this loader accepts (a corrupt header?)")
+        return head + dims_raw + f.read(n + 1)
+
+
+def check_image_size(im, path) -> None:
+    """Refuse an image whose declared size exceeds MAX_IMAGE_PIXELS before it is decoded."""
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: image of {im.width}x{im.height} pixels is larger than the "
+                        f"{MAX_IMAGE_PIXELS} pixels accepted")
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (gzip-compressed if it ends in ``.gz``) holding unsigned bytes (type 0x08)."""
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        raw = _read_capped(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:
@@ -217,9 +244,10 @@ def load_image_folder(root: str | Path, image_size: int | None = None, grayscale
     for p in files:
         try:
             with Image.open(p) as im:
+                check_image_size(im, p)
                 modes.append(im.mode)
                 sizes.append(im.size)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{p}: unreadable image ({e})") from None
     if image_size is None and len(set(sizes)) > 1:
         j = next(i for i, s in enumerate(sizes) if s != sizes[0])
@@ -235,7 +263,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, grayscale
                 if image_size is not None and im.size != (image_size, image_size):
                     im = im.resize((image_size, image_size), Image.BILINEAR)
                 arrays.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{p}: unreadable image ({e})") from None
     x = np.stack(arrays)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.formats import IMAGE_SUFFIXES
+from ..data.formats import IMAGE_SUFFIXES, check_image_size
 from ..errors import DataError
 from .operators import OPERATORS, Inpaint, Operator, RestorationError
 from .zero_shot import EBM_MODES, data_energy, pinv_baseline, restore
@@ -66,8 +66,9 @@ def _read_image(path: Path, convert):
 
     try:
         with Image.open(path) as im:
+            check_image_size(im, path)
             return convert(im, path)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
 
 

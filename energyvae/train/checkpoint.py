@@ -5,9 +5,15 @@ else (step, optimizer hyper-parameters, config, scalars) is JSON in the file's m
 "energyvae", so one atomic rename publishes a consistent checkpoint. A human-readable copy of
 the JSON is written beside it (``NAME.json``). Writes go to a temp file in the same folder,
 are fsync'ed and renamed over the old file. Loading never unpickles anything.
+
+Integrity: the metadata also holds a SHA-256 digest of every tensor's bytes and of the JSON
+part (``energyvae_digest``); loading recomputes them and refuses a file whose bytes changed
+(a flipped bit in a weight would otherwise be sampled from without a word), and refuses
+non-finite floating-point tensors. Files written before digests existed load unchecked.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +27,20 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 
 META_KEY = "energyvae"
+DIGEST_KEY = "energyvae_digest"
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and raw bytes."""
+    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}:".encode())
+    if t.numel():
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digests(tensors: dict, meta: str) -> str:
+    return json.dumps({"meta": hashlib.sha256(meta.encode()).hexdigest(),
+                       "tensors": {k: _tensor_digest(v) for k, v in sorted(tensors.items())}})
 
 
 def _flatten_state(prefix: str, obj: Any, tensors: dict) -> Any:
@@ -64,7 +84,12 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={META_KEY: meta})
+        try:
+            save_file(tensors, tmp, metadata={META_KEY: meta, DIGEST_KEY: _digests(tensors, meta)})
+        except OSError:
+            raise
+        except Exception as e:       # safetensors reports write failures (disk full, file size limit) as its own error
+            raise CheckpointError(f"{path}: could not write the checkpoint ({e})") from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -87,6 +112,18 @@ def load_checkpoint(path: str | Path) -> dict:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
         skeleton = json.loads(meta[META_KEY])
+        digests = json.loads(meta[DIGEST_KEY]) if DIGEST_KEY in meta else None
     except Exception as e:  # any failure to parse a user's file is the same error for them
         raise CheckpointError(f"{path}: not a readable energyvae checkpoint ({type(e).__name__})") from None
+    if digests is not None:
+        try:
+            ok = digests == json.loads(_digests(tensors, meta[META_KEY]))
+        except Exception:
+            ok = False
+        if not ok:
+            raise CheckpointError(f"{path}: checksum mismatch: the file was changed or corrupted after "
+                                  f"it was written")
+    for k, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: holds non-finite values (NaN or inf) in {k}; refusing to use it")
     return _unflatten_state(skeleton, tensors)

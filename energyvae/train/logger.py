@@ -3,7 +3,30 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
+
+
+def _records(path: Path) -> list[dict]:
+    """The JSON records of a metrics file, read tolerantly: a line that does not parse (what a
+    kill in the middle of a write leaves as the last line, or damaged bytes) is dropped with a
+    warning instead of making the run unreadable or unresumable."""
+    out, bad = [], 0
+    for ln in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            bad += 1
+    if bad:
+        warnings.warn(f"{path}: dropped {bad} unreadable line(s) (a torn write?)", stacklevel=3)
+    return out
 
 
 def _plain(v):
@@ -17,9 +40,10 @@ class MetricsLogger:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if start_step > 0 and self.path.exists():   # drop lines written after the checkpoint
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            keep = [rec for rec in _records(self.path) if _step(rec) <= start_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
+            tmp.replace(self.path)
         elif start_step == 0 and self.path.exists():
             self.path.unlink()
         self.tb = None
@@ -48,4 +72,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return _records(path)
+
+
+def _step(rec: dict) -> float:
+    step = rec.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
