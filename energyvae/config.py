@@ -200,7 +200,10 @@ def build_config(raw: dict) -> Config:
     unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown key (top-level sections: {', '.join(SECTIONS)})")
-    model_spec = dict(raw.get("model") or {})
+    model_spec = raw.get("model") or {}
+    if not isinstance(model_spec, dict):
+        raise ConfigError(f"model: expected a mapping, got {model_spec!r}")
+    model_spec = dict(model_spec)
     model_spec.setdefault("name", "vae")
     cfg = Config(
         run=parse_params(RunConfig, raw.get("run"), "run"),

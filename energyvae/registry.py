@@ -127,6 +127,9 @@ class Registry:
         return sorted(self._entries)
 
     def entry(self, name: str, where: str) -> Entry:
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.name: expected the name of a {self.kind} (one of: "
+                              f"{', '.join(self.names())}), got {name!r}")
         if name not in self._entries:
             raise ConfigError(f"{where}.name: unknown {self.kind} {name!r} "
                               f"(choose from: {', '.join(self.names())})")

@@ -18,7 +18,7 @@ import torch
 
 from .config import Config, load_config
 from .data import load_data
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .evaluation.likelihood import test_log_likelihood
 from .models import build_model
 from .train import BEST, LAST, Trainer, evaluate_split, load_checkpoint
@@ -30,7 +30,16 @@ def prepare(cfg: Config):
     """Load the data and build the (untrained) model of a config."""
     data = load_data(cfg.data)
     torch.manual_seed(cfg.train.seed)          # the initial weights depend on the seed only
-    model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
+    try:
+        model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
+    except MemoryError:
+        raise ConfigError("model: its parameters do not fit in memory (check the sizes in the "
+                          "model section)") from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        raise ConfigError(f"model: its parameters do not fit in memory (check the sizes in the "
+                          f"model section): {str(e).splitlines()[-1][:160]}") from None
     return data, model
 
 

@@ -209,7 +209,7 @@ def test_sampling_with_mcmc_needs_an_energy():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"transforms": 0}, "model: transforms: must be > 0"),
+    ({"transforms": 0}, "model: transforms: must be in"),
     ({"hidden": [0]}, "model: hidden: widths must be > 0"),
     ({"log_scale_bound": 0.0}, "model: log_scale_bound: must be > 0"),
     ({"kind": "iaf"}, "model.kind: expected one of 'coupling', 'maf'"),

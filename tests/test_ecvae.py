@@ -126,7 +126,7 @@ def test_ecvae_digits_end_to_end_resume_and_mcmc_sampling(tmp_path, kill_trainin
     ({"sigma": -1.0}, "model.calibrators.0: sigma: must be > 0"),
     ({"lambda_init": 200.0}, "model.calibrators.0: lambda_init: must be in"),
     ({"betas": [0.0, 1.0]}, "model.calibrators.0: betas"),
-    ({"energy": {"name": "resnet", "blocks": 0}}, "model.calibrators.0: energy: blocks: must be >= 1"),
+    ({"energy": {"name": "resnet", "blocks": 0}}, "model.calibrators.0: energy: blocks: must be in"),
     ({"energy": {"name": "nope"}}, "unknown data energy 'nope'"),
     ({"stepz": 3}, "model.calibrators.0.stepz: unknown key"),
 ])

@@ -133,3 +133,16 @@ def test_png_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
         with pytest.warns() if side == 10000 else contextlib.nullcontext():
             with pytest.raises(DataError, match=message):
                 load_image_folder(tmp_path)
+
+
+def test_config_fuzzer_finds_no_crash():
+    """200 seeded mutations of the shipped configs: each is valid or one EnergyVAEError
+    (the 2,000-case run: ``python scripts/fuzz_configs.py``)."""
+    import subprocess
+    import sys
+
+    from test_cli import ROOT
+    res = subprocess.run([sys.executable, "scripts/fuzz_configs.py", "--cases", "200", "--seed", "7"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "0 crashes" in res.stdout

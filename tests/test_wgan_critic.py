@@ -221,7 +221,7 @@ def test_critic_defaults_to_no_spectral_norm():
     ({"gp_weight": -1.0}, "model.calibrators.0: gp_weight: must be >= 0"),
     ({"lr": 0.0}, "model.calibrators.0: lr: must be > 0"),
     ({"betas": [0.0, 1.0]}, "model.calibrators.0: betas"),
-    ({"critic": {"name": "resnet", "blocks": 0}}, "model.calibrators.0: critic: blocks: must be >= 1"),
+    ({"critic": {"name": "resnet", "blocks": 0}}, "model.calibrators.0: critic: blocks: must be in"),
     ({"critic": {"name": "nope"}}, "unknown data energy 'nope'"),
     ({"n_crit": 3}, "model.calibrators.0.n_crit: unknown key"),
 ])

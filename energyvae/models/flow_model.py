@@ -110,7 +110,7 @@ class FlowModelParams:
     calibrators: list = field(default_factory=list)
 
     def __post_init__(self):
-        check(self.transforms > 0, f"transforms: must be > 0, got {self.transforms}")
+        check(0 < self.transforms <= 1024, f"transforms: must be in [1, 1024], got {self.transforms}")
         check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
               f"hidden: widths must be > 0, got {self.hidden}")
         check(self.log_scale_bound > 0, f"log_scale_bound: must be > 0, got {self.log_scale_bound}")

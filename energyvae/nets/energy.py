@@ -66,7 +66,7 @@ class ResNetEnergyParams:
 
     def __post_init__(self):
         self.channels = _positive_ints(self.channels, "channels")
-        check(self.blocks >= 1, f"blocks: must be >= 1, got {self.blocks}")
+        check(1 <= self.blocks <= 256, f"blocks: must be in [1, 256], got {self.blocks}")
         check(self.head >= 1, f"head: must be >= 1, got {self.head}")
 
 

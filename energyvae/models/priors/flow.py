@@ -58,7 +58,7 @@ class FlowParams:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
 
     def __post_init__(self):
-        check(self.transforms > 0, f"transforms must be > 0, got {self.transforms}")
+        check(0 < self.transforms <= 1024, f"transforms must be in [1, 1024], got {self.transforms}")
         check(all(h > 0 for h in self.hidden), f"hidden widths must be > 0, got {self.hidden}")
 
 

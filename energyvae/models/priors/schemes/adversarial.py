@@ -83,7 +83,7 @@ class AdversarialParams:
 
     def __post_init__(self):
         check(self.lr > 0 and self.proposal_lr > 0, "lr and proposal_lr must be > 0")
-        check(self.transforms > 0, f"transforms must be > 0, got {self.transforms}")
+        check(0 < self.transforms <= 1024, f"transforms must be in [1, 1024], got {self.transforms}")
         check(all(h > 0 for h in self.hidden), f"hidden widths must be > 0, got {self.hidden}")
         check(self.negatives is None or self.negatives > 0, f"negatives must be > 0, got {self.negatives}")
 

@@ -89,7 +89,7 @@ class EVaLPParams(EnergyOptimParams):
         super().__post_init__()
         check(self.sampler_lr > 0, f"sampler_lr: must be > 0, got {self.sampler_lr}")
         check(all(h >= 1 for h in self.hidden), f"hidden: every width must be >= 1, got {self.hidden}")
-        check(self.transforms >= 1, f"transforms: must be >= 1, got {self.transforms}")
+        check(1 <= self.transforms <= 1024, f"transforms: must be in [1, 1024], got {self.transforms}")
         check(self.noise_dim is None or self.noise_dim >= 1, f"noise_dim: must be >= 1, got {self.noise_dim}")
         check(self.knn >= 1, f"knn: must be >= 1, got {self.knn}")
         check(self.entropy_weight > 0, f"entropy_weight: must be > 0, got {self.entropy_weight}")
