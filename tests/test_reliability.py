@@ -146,3 +146,27 @@ def test_config_fuzzer_finds_no_crash():
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "0 crashes" in res.stdout
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["corrupt last", "config mismatch", "torn metrics"])
+def test_a_failed_resume_leaves_the_run_folder_byte_identical(tmp_path, kill_training_at, damage):
+    cfg = make_cfg(tmp_path / "r")
+    kill_training_at(12, lambda: run(cfg))
+    folder = tmp_path / "r"
+    if damage == "corrupt last":
+        _flip(folder / "checkpoints" / LAST, 50)
+    elif damage == "torn metrics":
+        with (folder / "metrics.jsonl").open("ab") as f:
+            f.write(b'{"step": 11, "spl')
+        _flip(folder / "checkpoints" / LAST, 50)
+    else:
+        from energyvae.config import build_config
+        cfg = build_config({**cfg.raw, "model": {**cfg.raw["model"], "latent_dim": 5}})  # another model
+    before = _snapshot(folder)
+    with pytest.raises(CheckpointError):
+        run(cfg, resume=True)
+    assert _snapshot(folder) == before
