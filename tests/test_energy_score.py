@@ -509,7 +509,7 @@ def test_training_smoke(tmp_path, recon):
     trainer = Trainer(cfg, model, data)
     before = [p.detach().clone() for p in model.parameters()]
     for i in range(4):
-        x = data.preprocess(data.train.x[trainer.stream.indices(i)])
+        x = trainer.batch(i)
         logs = trainer.train_step(x)
         trainer.step += 1
         assert all(math.isfinite(v) for v in logs.values()), logs

@@ -110,7 +110,7 @@ def time_train_steps(cfg, model, data, steps: int = 20, warmup: int = 3) -> floa
         trainer = Trainer(cfg, copy.deepcopy(model).train(), data)
         times = []
         for i in range(warmup + steps):
-            x = data.preprocess(data.train.x[trainer.stream.indices(i)]).to(trainer.device)
+            x = trainer.batch(i)
             t = time.perf_counter()
             trainer.train_step(x)
             trainer.step += 1
