@@ -44,7 +44,9 @@ def _cmd_train(args) -> int:
     if resume_dir is not None:
         overrides.append(f"run.dir={resume_dir}")
     cfg = load_config(config, overrides)
-    result = train_run(cfg, resume=bool(args.resume))
+    if args.resume_fallback and not args.resume:
+        raise EnergyVAEError("train: --resume-fallback only applies with --resume")
+    result = train_run(cfg, resume=bool(args.resume), fallback=args.resume_fallback)
     if result is not None:
         m = result["metrics"]
         print(f"run folder: {cfg.run.dir}")
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 model.latent_dim=8")
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue from the run's last checkpoint (the config's run.dir, or RUN_DIR)")
+    t.add_argument("--resume-fallback", action="store_true",
+                   help="with --resume: if checkpoints/last is corrupt or unreadable, continue from "
+                        "checkpoints/best (an earlier step) instead of stopping")
     t.add_argument("--data-dir", help="where on-disk data lives (sets data.path)")
     t.add_argument("--threads", type=_threads, help="torch threads (sets train.threads; default auto)")
     t.set_defaults(func=_cmd_train)

@@ -158,10 +158,35 @@ def _set_path(raw: dict, key: str, value: Any) -> None:
             node = node.setdefault(p, {}) if isinstance(node, dict) else node[p]
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> dict[str, str]:
+    """The configs inside the package (``energyvae configs``): name -> its first comment line."""
+    out = {}
+    for f in sorted(SHIPPED_DIR.glob("*.yaml")):
+        first = next((ln for ln in f.read_text().splitlines() if ln.strip()), "")
+        out[f.stem] = first.lstrip("# ").strip() if first.startswith("#") else ""
+    return out
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it is a file; else a shipped config of that name (``digits_vae``,
+    ``digits_vae.yaml``, ``configs/digits_vae.yaml``), so a pip user runs
+    ``energyvae train --config digits_vae`` from any folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    bare = p.parent == Path(".") or p.parent.name == "configs"
+    if bare and (SHIPPED_DIR / name).is_file():
+        return SHIPPED_DIR / name
+    hint = " (nor a shipped config: `energyvae configs` lists them)" if bare else ""
+    raise ConfigError(f"config file not found: {path}{hint}")
+
+
 def read_yaml(path: str | Path, _chain: tuple = ()) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

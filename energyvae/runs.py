@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write_text
 from .config import Config, load_config
 from .data import load_data
 from .errors import CheckpointError, ConfigError
@@ -43,12 +44,13 @@ def prepare(cfg: Config):
     return data, model
 
 
-def train_run(cfg: Config, resume: bool = False) -> dict | None:
-    """Train (or resume) the run of ``cfg``; on rank 0 also write the final artifacts."""
+def train_run(cfg: Config, resume: bool = False, fallback: bool = False) -> dict | None:
+    """Train (or resume) the run of ``cfg``; on rank 0 also write the final artifacts.
+    ``fallback``: see :class:`~energyvae.train.Trainer`."""
     info = init_distributed(cfg.train.device)
     try:
         data, model = prepare(cfg)
-        trainer = Trainer(cfg, model, data, resume=resume, info=info)
+        trainer = Trainer(cfg, model, data, resume=resume, info=info, fallback=fallback)
         summary = trainer.fit()
         if not info.is_main:
             return None
@@ -110,7 +112,7 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
     metrics["data"] = data.info
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     paths["metrics"] = run_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics, indent=2, default=str))
+    atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2, default=str))
     return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}}
 
 

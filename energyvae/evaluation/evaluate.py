@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..errors import EnergyVAEError
 from ..train.logger import read_metrics
 
@@ -261,25 +262,13 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
         result["figures"] = {k: str(v) for k, v in _figures(model, data, out, fake, *pairs).items()}
     # the per-image NLLs belong to this metrics.json: written with it, or a stale one removed
     if per_image_nll is not None:
-        _write_atomic(out / PER_IMAGE_NLL, json.dumps(per_image_nll))
+        atomic_write_text(out / PER_IMAGE_NLL, json.dumps(per_image_nll))
     else:
         (out / PER_IMAGE_NLL).unlink(missing_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=str))
     from .report import metrics_markdown_table
-    (out / "metrics.md").write_text(_notes(result) + "\n\n" + metrics_markdown_table({run_dir.name: m}) + "\n")
+    atomic_write_text(out / "metrics.md", _notes(result) + "\n\n" + metrics_markdown_table({run_dir.name: m}) + "\n")
     return result
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``: a reader sees the old file or the whole new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _notes(result: dict) -> str:

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write
 from ..errors import EnergyVAEError
 from ..nets.conv import MAX_SIZE, MIN_SIZE, spatial_sizes
 
@@ -347,17 +348,6 @@ def feature_net_hash(data, arch: dict, hp: TrainSpec, seed: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "data"
 
@@ -419,8 +409,8 @@ def get_feature_net(data, *, seed: int = 0, cache_dir: str | Path | None = None,
     try:
         root.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        _atomic_write(weights, lambda p: save_file(state, p, metadata={"hash": digest}))
-        _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        atomic_write(weights, lambda p: save_file(state, p, metadata={"hash": digest}))
+        atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     except OSError as e:   # an unwritable cache costs a retraining next time, nothing else
         warnings.warn(f"feature net not cached: cannot write {root}: {e.strerror or e}", stacklevel=2)
         meta["path"] = None

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..atomic import atomic_write_text
+
 __all__ = [
     "RunSummary",
     "build_report",
@@ -864,5 +866,5 @@ def build_report(run_dirs: Iterable, out_dir, title: str | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    atomic_write_text(index, page)
     return index

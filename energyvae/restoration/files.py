@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..data.formats import IMAGE_SUFFIXES, check_image_size
 from ..errors import DataError
 from .operators import OPERATORS, Inpaint, Operator, RestorationError
@@ -312,5 +313,5 @@ def restore_files(run: str | Path, task: str, input_path: str | Path, out: str |
               "options": {**options, **(settings if method != "pinv" else {})},
               "images": {p.name: {name: float(v[k]) for name, v in scores.items()} for k, p in enumerate(files)},
               "mean": {name: float(v.mean()) for name, v in scores.items()}}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     return result

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
 
 META_KEY = "energyvae"
@@ -81,26 +80,19 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     meta = json.dumps(skeleton)
     # safetensors refuses tensors sharing storage; contiguous clones are cheap at our sizes
     tensors = {k: v.clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    metadata = {META_KEY: meta, DIGEST_KEY: _digests(tensors, meta)}
+
+    def write(tmp: str) -> None:
         try:
-            save_file(tensors, tmp, metadata={META_KEY: meta, DIGEST_KEY: _digests(tensors, meta)})
+            save_file(tensors, tmp, metadata=metadata)
         except OSError:
             raise
         except Exception as e:       # safetensors reports write failures (disk full, file size limit) as its own error
             raise CheckpointError(f"{path}: could not write the checkpoint ({e})") from None
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write, fsync=True)
     readable = {k: v for k, v in state.items() if k in ("step", "config", "best", "info")}
-    side = path.with_suffix(".json")
-    tmp_json = side.with_name(side.name + ".tmp")
-    tmp_json.write_text(json.dumps(readable, indent=2, default=str))
-    os.replace(tmp_json, side)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(readable, indent=2, default=str))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -6,6 +6,8 @@ import math
 import warnings
 from pathlib import Path
 
+from ..atomic import atomic_write_text
+
 
 def _records(path: Path) -> list[dict]:
     """The JSON records of a metrics file, read tolerantly: a line that does not parse (what a
@@ -41,9 +43,7 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if start_step > 0 and self.path.exists():   # drop lines written after the checkpoint
             keep = [rec for rec in _records(self.path) if _step(rec) <= start_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
-            tmp.replace(self.path)
+            atomic_write_text(self.path, "".join(json.dumps(rec) + "\n" for rec in keep))
         elif start_step == 0 and self.path.exists():
             self.path.unlink()
         self.tb = None

@@ -27,12 +27,14 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..atomic import atomic_write_text, remove_stale_temporaries
 from ..config import Config, dump_config
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -122,7 +124,12 @@ def _match_param_layout(opt: torch.optim.Optimizer) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, model: torch.nn.Module, data, resume: bool = False,
-                 info: DistInfo | None = None):
+                 info: DistInfo | None = None, fallback: bool = False):
+        """``resume`` continues from ``checkpoints/last``; when that file is unreadable or
+        corrupt, ``fallback`` (CLI ``--resume-fallback``) continues from ``checkpoints/best``
+        instead (an earlier step) rather than stopping. A run folder without a checkpoint (a
+        run killed before its first one) starts again from step 0; a missing folder is an
+        error."""
         self.cfg, self.data, self.tc = cfg, data, cfg.train
         self.info = info or init_distributed(cfg.train.device)
         self.device = self.info.device
@@ -162,7 +169,7 @@ class Trainer:
             inductor_config.fallback_random = True       # the eager RNG stream: exact resume
             self.loss_fn = torch.compile(self.wrapped)
         if resume:
-            self._resume()
+            self._resume(fallback)
         elif self.info.is_main and (self.ckpt_dir / LAST).exists():
             raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                               f"or choose another run.dir")
@@ -250,11 +257,28 @@ class Trainer:
                                       f"checkpoint {name} not written")
         save_checkpoint(self.ckpt_dir / name, self._state(rng))
 
-    def _resume(self) -> None:
+    def _resume(self, fallback: bool = False) -> None:
         path = self.ckpt_dir / LAST
-        if not path.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {path}")
-        state = load_checkpoint(path)
+        if not path.exists() and not (self.ckpt_dir / BEST).exists():
+            if not self.run_dir.is_dir():
+                raise CheckpointError(f"--resume: no checkpoint at {path} (no run folder {self.run_dir})")
+            warnings.warn(f"{self.run_dir}: no checkpoint to resume from (the run stopped before its "
+                          f"first one); starting from step 0", stacklevel=3)
+            return
+        if not path.exists():             # killed after the first evaluation, before the first `last`
+            path = self.ckpt_dir / BEST
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as e:
+            other = self.ckpt_dir / BEST
+            if path == other or not other.exists():
+                raise
+            if not fallback:
+                raise CheckpointError(f"{e}; pass --resume-fallback to continue from {other} "
+                                      f"(an earlier step) instead") from None
+            state = load_checkpoint(other)
+            warnings.warn(f"{e}; continuing from {other} (step {int(state['step'])})", stacklevel=3)
+            path = other
         try:
             self.model.load_state_dict(state["model"])
             if self.ema and state["ema"] is not None:
@@ -361,7 +385,9 @@ class Trainer:
         tc, main = self.tc, self.info.is_main
         logger = MetricsLogger(self.run_dir, self.step) if main else None
         if main:
-            (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+            for folder in (self.run_dir, self.ckpt_dir):     # what a writer killed mid-write left
+                remove_stale_temporaries(folder)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
         self._last_saved = self.step if self.step else None
         self._log_sums, self._log_counts = {}, {}
         bar = None

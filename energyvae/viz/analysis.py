@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..atomic import atomic_write  # noqa: E402
 from .figures import (  # noqa: E402
     _draw_points,
     _images,
@@ -65,7 +66,7 @@ def _save(fig, path) -> Path:
     try:
         fig.tight_layout()
         path = _prepare(path)
-        fig.savefig(path, format="png", dpi=_DPI, bbox_inches="tight")   # long row labels stay whole
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=_DPI, bbox_inches="tight"))   # long row labels stay whole
     finally:
         plt.close(fig)
     return path

@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..atomic import atomic_write  # noqa: E402
+
 #: tiles smaller than this (in pixels) are upscaled by an integer factor in saved grids
 MIN_TILE_PX = 32
 
@@ -76,8 +78,8 @@ def _write_png(grid: np.ndarray, path, scale: int) -> Path:
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     # uint8 [H, W] -> mode "L", uint8 [H, W, 3] -> mode "RGB"
-    Image.fromarray(np.ascontiguousarray(grid[..., 0] if grid.shape[2] == 1 else grid)).save(
-        path, format="PNG")
+    image = Image.fromarray(np.ascontiguousarray(grid[..., 0] if grid.shape[2] == 1 else grid))
+    atomic_write(path, lambda p: image.save(p, format="PNG"))
     return path
 
 
@@ -204,7 +206,7 @@ def plot_loss_curves(records: Iterable[Mapping], path, keys: Sequence[str] | Non
                 ax.legend(fontsize=8)
         fig.tight_layout()
         path = _prepare(path)
-        fig.savefig(path, format="png", dpi=100)
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     finally:
         plt.close(fig)
     return path
@@ -256,7 +258,7 @@ def plot_points_2d(points, path, reference=None, title: str | None = None,
             fig.suptitle(title)
         fig.tight_layout()
         path = _prepare(path)
-        fig.savefig(path, format="png", dpi=100)
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     finally:
         plt.close(fig)
     return path
@@ -311,7 +313,7 @@ def plot_density_2d(log_density_fn: Callable[[torch.Tensor], torch.Tensor], path
                      fontsize=10)
         fig.tight_layout()
         path = _prepare(path)
-        fig.savefig(path, format="png", dpi=100)
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     finally:
         plt.close(fig)
     return path
