@@ -1,6 +1,8 @@
 """The ``energyvae`` command line.
 
-    energyvae train --config FILE [key=value ...] [--resume]
+    energyvae train --config FILE|NAME [key=value ...] [--resume] [--print-config] [--dry-run]
+    energyvae configs                      # the shipped configs, one line each
+    energyvae list [models|priors|...]     # registered parts, plugins included
     energyvae sample RUN [--n 64] [--mcmc K] [--out FILE]
     energyvae reconstruct RUN [--n 16] [--split test] [--out FILE]
     energyvae evaluate RUN [--metrics fid_gen,fid_rec,mse,kid,is,pr,nll,latent,holes,sampler,cost,figures] [--n 2000]
@@ -44,9 +46,16 @@ def _cmd_train(args) -> int:
     if resume_dir is not None:
         overrides.append(f"run.dir={resume_dir}")
     cfg = load_config(config, overrides)
+    if args.print_config:
+        from .config import dump_config
+        print(dump_config(cfg), end="")
+        return 0
+    if args.dry_run:
+        return _dry_run(cfg)
     if args.resume_fallback and not args.resume:
         raise EnergyVAEError("train: --resume-fallback only applies with --resume")
-    result = train_run(cfg, resume=bool(args.resume), fallback=args.resume_fallback)
+    result = train_run(cfg, resume=bool(args.resume), fallback=args.resume_fallback,
+                       announce=lambda line: print(line, flush=True))
     if result is not None:
         m = result["metrics"]
         print(f"run folder: {cfg.run.dir}")
@@ -66,11 +75,70 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _describe_model(model) -> str:
+    parts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    total = sum(p.numel() for p in model.parameters())
+    inner = ", ".join(f"{k} {v:,}" for k, v in parts.items() if v)
+    return f"{type(model).__name__}, {total:,} parameters" + (f" ({inner})" if inner else "")
+
+
+def _dry_run(cfg) -> int:
+    """Build the data and the model of ``cfg``, print what a run would train, write nothing."""
+    from .runs import prepare
+    data, model = prepare(cfg)
+    sizes = data.info["sizes"]
+    print(f"data: {data.name}, {data.kind} of shape {tuple(data.shape)}, train {sizes['train']} / "
+          f"val {sizes['val']} / test {sizes['test']}")
+    print(f"model: {_describe_model(model)}")
+    steps = cfg.train.steps or f"{cfg.train.epochs} epochs"
+    print(f"train: {steps} steps at batch {cfg.train.batch_size}, device {cfg.train.device}, "
+          f"run folder {cfg.run.dir} (not created: --dry-run)")
+    return 0
+
+
+def _cmd_configs(args) -> int:
+    from .config import SHIPPED_DIR, shipped_configs
+    configs = shipped_configs()
+    width = max(map(len, configs), default=0)
+    for name, line in configs.items():
+        print(f"{name:{width}s}  {line}")
+    print(f"({len(configs)} configs in {SHIPPED_DIR}; train one with "
+          f"`energyvae train --config NAME`, copy one to edit it)")
+    return 0
+
+
+LIST_KINDS = {"models": "model", "priors": "prior", "reconstructions": "reconstruction",
+              "calibrators": "calibrator", "encoders": "encoder", "decoders": "decoder",
+              "posteriors": "posterior", "energies": "energy", "samplers": "latent sampler",
+              "schemes": "prior training scheme", "data-energies": "data energy", "datasets": None}
+
+
+def _cmd_list(args) -> int:
+    import energyvae.models  # noqa: F401  (registers every built-in part)
+    from .data import available_datasets
+    from .registry import REGISTRIES, load_plugins
+    load_plugins()
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    for plural in kinds:
+        kind = LIST_KINDS[plural]
+        print(f"{plural}:")
+        if kind is None:
+            for name in available_datasets():
+                print(f"  {name}")
+            continue
+        reg = REGISTRIES[kind]
+        width = max(map(len, reg.names()), default=0)
+        for name in reg.names():
+            print(f"  {name:{width}s}  {reg.describe(name)}")
+    return 0
+
+
 def _cmd_sample(args) -> int:
     import torch
     from .runs import load_run, save_samples
 
-    cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
+    cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema, need_data=False)
+    model.to(_device(args.device))
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / (f"samples_mcmc{args.mcmc}.png" if args.mcmc else "samples.png"))
     print(save_samples(out, model, data, args.n, mcmc=args.mcmc))
@@ -86,6 +154,7 @@ def _cmd_reconstruct(args) -> int:
     from .runs import load_run, save_reconstructions
 
     cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
+    model.to(_device(args.device))
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / f"reconstructions_{args.split}.png")
     print(save_reconstructions(out, model, data, args.n, args.split))
@@ -148,11 +217,16 @@ THREADS_HELP = ("torch threads: an integer, or auto (the cores this process may 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="energyvae", description="Energy-based variational autoencoders.")
+    p.add_argument("--version", action="version", version=f"energyvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=fmt, **k)   # defaults in every --help
 
     t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--config", help="a YAML file, or the name of a shipped config (`energyvae configs`)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 model.latent_dim=8")
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue from the run's last checkpoint (the config's run.dir, or RUN_DIR)")
@@ -161,18 +235,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoints/best (an earlier step) instead of stopping")
     t.add_argument("--data-dir", help="where on-disk data lives (sets data.path)")
     t.add_argument("--threads", type=_threads, help="torch threads (sets train.threads; default auto)")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every default filled in) and exit")
+    t.add_argument("--dry-run", action="store_true",
+                   help="build the data and the model, print their sizes and parameter counts, exit")
     t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("configs", help="list the configs shipped inside the package")
+    c.set_defaults(func=_cmd_configs)
+
+    ls = sub.add_parser("list", help="list the registered parts (built-in and plugins) by kind")
+    ls.add_argument("kind", nargs="?", choices=list(LIST_KINDS), help="one kind (default: all)")
+    ls.set_defaults(func=_cmd_list)
 
     for name, func, n, help_ in (("sample", _cmd_sample, 64, "write a PNG grid of samples"),
                                  ("reconstruct", _cmd_reconstruct, 16, "write inputs beside reconstructions")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run", help="a run folder")
-        s.add_argument("--n", type=int, default=n)
+        s.add_argument("--n", type=int, default=n, help="images in the grid")
         s.add_argument("--out", help="output PNG (default: in the run folder)")
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--checkpoint", choices=["best", "last"], default="best")
+        s.add_argument("--seed", type=int, default=0, help="random seed")
+        s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint")
         s.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
         s.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
+        s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
         if name == "sample":
             s.add_argument("--mcmc", type=int, default=0, metavar="K",
                            help="refine samples by K Langevin steps of the model's data-space energy (EC-VAE)")
@@ -193,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-temps", type=int, default=1000, help="AIS temperatures (unnormalised priors)")
     e.add_argument("--inception-weights", help="local Inception-v3 weights: use them instead of the "
                    "library's own feature network (needs the 'inception' extra)")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    e.add_argument("--no-ema", action="store_true")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint")
+    e.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+    e.add_argument("--seed", type=int, default=0, help="random seed")
     e.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     e.set_defaults(func=_cmd_evaluate)
 
@@ -230,12 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--ebm-mode", choices=["data", "latent"], default="data",
                    help="data: the calibrator's own chain at its training temperature, restricted to A x = y "
                    "(default); latent: Eq. 6 as printed, exp(-beta E_w(g(z))) in the latent chain")
-    z.add_argument("--seed", type=int, default=0)
-    z.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    z.add_argument("--no-ema", action="store_true")
+    z.add_argument("--seed", type=int, default=0, help="random seed")
+    z.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint")
+    z.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     z.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     z.set_defaults(func=_cmd_restore)
     return p
+
+
+def _device(name: str):
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise EnergyVAEError(f"--device: not a device name: {name!r} (cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EnergyVAEError(f"--device {name}: no CUDA device is available")
+    return dev
 
 
 def _threads(value: str):
@@ -259,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads sleep instead of spin-waiting (train/threads.py: a run stays near its
     # 1-thread speed when another job takes a core); read by libgomp when torch is imported
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import warnings
+    warnings.formatwarning = lambda message, category, *a, **k: (   # one line, no source echo
+        f"energyvae: warning: {message}\n" if issubclass(category, UserWarning)
+        else f"energyvae: {category.__name__}: {message}\n")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":   # overrides may also come after options

@@ -51,6 +51,10 @@ class TrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"    # energyvae/train/schedules.py
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0             # linear warm-up of the learning rate over the first steps
+    min_lr_ratio: float = 0.0         # the schedule's floor, as a share of lr
     grad_clip: float | None = None    # max global grad norm per update; None disables
     ema: float = 0.0                  # EMA decay of the weights used for evaluation; 0 disables
     ema_every: int = 4                # apply the EMA every k steps (and at eval/checkpoints; train/ema.py)
@@ -69,7 +73,8 @@ class TrainConfig:
     data_on_device: Literal["auto", "yes", "no"] = "auto"   # auto: on CUDA when < 1/4 of free memory
 
     def __post_init__(self):
-        check(self.steps is None or self.epochs is None, "give exactly one of steps and epochs")
+        check(self.steps is None or self.epochs is None, "give one of steps and epochs, not both (an "
+              "override train.steps=N or train.epochs=N replaces the other)")
         if self.epochs is None and self.steps is None:
             self.steps = 2000
         check(self.steps is None or self.steps > 0, f"steps must be > 0, got {self.steps}")
@@ -79,6 +84,8 @@ class TrainConfig:
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
               f"betas must be two numbers in [0, 1), got {self.betas}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
         check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         for k in ("eval_every", "checkpoint_every", "log_every", "ema_every"):
@@ -130,8 +137,26 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), _parse_value(value))
+        key, value = key.strip(), _parse_value(value)
+        _later_length_wins(raw, [key] if value is not None else [])
+        _set_path(raw, key, value)
     return raw
+
+
+_LENGTH_KEYS = {"train.steps": "epochs", "train.epochs": "steps"}
+
+
+def _later_length_wins(base: dict, new_keys) -> None:
+    """``train.steps`` and ``train.epochs`` are two ways to give one length: setting one (an
+    override, or a config that ``extends`` another) removes the other, so
+    ``train.steps=500`` works on a config that sets epochs."""
+    for key in new_keys:
+        other = _LENGTH_KEYS.get(key)
+        if other is not None:
+            train = base.get("train")
+            if isinstance(train, dict):
+                train.pop(other, None)
+            base.pop(f"train.{other}", None)
 
 
 def _set_path(raw: dict, key: str, value: Any) -> None:
@@ -203,7 +228,12 @@ def read_yaml(path: str | Path, _chain: tuple = ()) -> dict:
         base_path = (path.parent / base).resolve()
         if base_path in chain:
             raise ConfigError(f"{path}: extends: {base} extends itself (a cycle)")
-        raw = _merge(read_yaml(base_path, chain), raw)
+        base_raw = read_yaml(base_path, chain)
+        train = raw.get("train")
+        _later_length_wins(base_raw, [k for k in raw if k in _LENGTH_KEYS]
+                           + [f"train.{k}" for k in (train if isinstance(train, dict) else {})
+                              if k in ("steps", "epochs")])
+        raw = _merge(base_raw, raw)
     for key in [k for k in raw if "." in str(k)]:   # dotted keys set single values, after the merge
         _set_path(raw, key, raw.pop(key))
     return raw

@@ -105,12 +105,47 @@ class Entry:
     params: type
 
 
+PLUGIN_GROUP = "energyvae.plugins"
+REGISTRIES: dict[str, "Registry"] = {}     # kind -> registry, for ``energyvae list``
+_plugins_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Import every module another package registered under the entry-point group
+    ``energyvae.plugins`` (once per process); importing it runs its ``REGISTRY.register`` calls,
+    so its parts are available to configs and the CLI like the built-in ones. A plugin that
+    fails to import is skipped with a warning naming it. Returns the names loaded.
+
+    A plugin package declares, in its ``pyproject.toml``::
+
+        [project.entry-points."energyvae.plugins"]
+        my_prior = "my_package.my_prior"
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+            loaded.append(ep.name)
+        except Exception as e:       # a broken third-party package must not stop energyvae
+            import warnings
+            warnings.warn(f"energyvae plugin {ep.name!r} ({ep.value}) failed to load: "
+                          f"{type(e).__name__}: {e}", stacklevel=2)
+    return loaded
+
+
 class Registry:
-    """A table of named builders for one kind of component (e.g. "prior")."""
+    """A table of named builders for one kind of component (e.g. "prior"). Lookups first load
+    the installed plugins (:func:`load_plugins`)."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        REGISTRIES[kind] = self
 
     def register(self, name: str, params: type = NoParams):
         """Decorator: register ``builder(params, **context)`` under ``name``."""
@@ -124,9 +159,17 @@ class Registry:
         return deco
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._entries)
 
+    def describe(self, name: str) -> str:
+        """One line for ``energyvae list``: the part's config keys and the module defining it."""
+        e = self._entries[name]
+        keys = ", ".join(f.name for f in dataclasses.fields(e.params)) or "no keys"
+        return f"{keys}  ({e.builder.__module__})"
+
     def entry(self, name: str, where: str) -> Entry:
+        load_plugins()
         if not isinstance(name, str):
             raise ConfigError(f"{where}.name: expected the name of a {self.kind} (one of: "
                               f"{', '.join(self.names())}), got {name!r}")

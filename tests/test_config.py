@@ -28,7 +28,7 @@ def test_defaults_and_overrides():
     ("model.prior.name=nope", r"model\.prior\.name: unknown prior 'nope'"),
     ("model.encoder.hiddn=[3]", r"model\.encoder\.hiddn: unknown key"),
     ("model.reconstruction={name: gaussian, scale: weird}", r"model\.reconstruction\.scale: expected one of"),
-    ("train.epochs=3", r"exactly one of steps and epochs"),
+    ("train={steps: 5, epochs: 3}", r"one of steps and epochs, not both"),
     ("data.name=nodata", r"data"),
 ])
 def test_bad_values_raise_one_line(override, message):
