@@ -4,6 +4,7 @@ load a finished run back (for ``energyvae sample`` / ``reconstruct``).
 Layout of ``run.dir``::
 
     config.yaml            the validated config (all defaults filled in)
+    data.json              the data's name, kind, shape and info: sample / evaluate without the data
     metrics.jsonl          train / val records;  tb/  TensorBoard logs
     checkpoints/{last,best}.safetensors (+ .json)
     samples.png  reconstructions.png  loss_curves.png  metrics.json
@@ -12,14 +13,15 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_write_text
 from .config import Config, load_config
-from .data import load_data
-from .errors import CheckpointError, ConfigError
+from .data import data_from_spec, load_data
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluation.likelihood import test_log_likelihood
 from .models import build_model
 from .train import BEST, LAST, Trainer, evaluate_split, load_checkpoint
@@ -27,9 +29,9 @@ from .train.distributed import init_distributed, shutdown
 from .train.logger import read_metrics
 
 
-def prepare(cfg: Config):
-    """Load the data and build the (untrained) model of a config."""
-    data = load_data(cfg.data)
+def prepare(cfg: Config, data=None):
+    """Load the data (unless given) and build the (untrained) model of a config."""
+    data = load_data(cfg.data) if data is None else data
     torch.manual_seed(cfg.train.seed)          # the initial weights depend on the seed only
     try:
         model = build_model(cfg.model, data.shape, data.kind, data.preprocess.value_range)
@@ -44,13 +46,22 @@ def prepare(cfg: Config):
     return data, model
 
 
-def train_run(cfg: Config, resume: bool = False, fallback: bool = False) -> dict | None:
+def train_run(cfg: Config, resume: bool = False, fallback: bool = False,
+              announce=None) -> dict | None:
     """Train (or resume) the run of ``cfg``; on rank 0 also write the final artifacts.
-    ``fallback``: see :class:`~energyvae.train.Trainer`."""
+    ``fallback``: see :class:`~energyvae.train.Trainer`. ``announce(line)`` (the CLI: print)
+    receives a start line naming the run folder, data, model size, device and threads."""
     info = init_distributed(cfg.train.device)
     try:
         data, model = prepare(cfg)
         trainer = Trainer(cfg, model, data, resume=resume, info=info, fallback=fallback)
+        if announce is not None and info.is_main:
+            n = sum(p.numel() for p in model.parameters())
+            where = f"from step {trainer.step}" if trainer.step else "from step 0"
+            announce(f"training {cfg.run.dir} {where} of {trainer.total_steps}: {data.name} "
+                     f"{tuple(data.shape)} ({len(data.train)} train examples), {type(model).__name__} "
+                     f"with {n:,} parameters, on {trainer.device} with {trainer.threads} thread(s)"
+                     + (f" x {info.world} processes" if info.world > 1 else ""))
         summary = trainer.fit()
         if not info.is_main:
             return None
@@ -67,7 +78,8 @@ def save_samples(path: Path, model, data, n: int, mcmc: int = 0) -> Path:
     if data.kind == "image":
         return save_image_grid(data.preprocess.to_unit(draw(n)).cpu(), path)
     n = max(n, 2000)
-    return plot_points_2d(draw(n).cpu(), path, reference=data.test.x[:n], title="samples")
+    reference = data.test.x[:n] if len(data.test) else None
+    return plot_points_2d(draw(n).cpu(), path, reference=reference, title="samples")
 
 
 def save_reconstructions(path: Path, model, data, n: int, split: str = "test") -> Path:
@@ -116,15 +128,42 @@ def finalize(cfg: Config, model, data, summary: dict) -> dict:
     return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", ema: bool = True):
-    """(cfg, data, model) of a trained run; the model in eval mode on CPU."""
+DATA_SPEC = "data.json"
+
+
+def load_run_data(cfg: Config, run_dir: Path, need_data: bool = True):
+    """The run's data; when it cannot be loaded (a run copied to another machine) and
+    ``need_data`` is False, a data-free bundle from the run's ``data.json`` (empty splits, the
+    shape, kind and preprocessing the model needs), with a warning saying so."""
+    try:
+        return load_data(cfg.data)
+    except DataError as e:
+        spec_path = run_dir / DATA_SPEC
+        if need_data or not spec_path.is_file():
+            raise
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise DataError(f"{spec_path}: unreadable ({e})") from None
+        data = data_from_spec(cfg.data, spec)
+        data.missing_reason = str(e)
+        warnings.warn(f"the run's data is not available ({e}); working without it from "
+                      f"{spec_path}", stacklevel=3)
+        return data
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", ema: bool = True, need_data: bool = True):
+    """(cfg, data, model) of a trained run; the model in eval mode on CPU. With
+    ``need_data=False`` a run whose training data is gone (copied to another machine) still
+    loads, from its ``data.json``: ``data.available`` is then False and its splits are empty
+    (enough to sample and decode)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.yaml)")
     cfg = load_config(cfg_path)
     cfg.run.dir = str(run_dir)
-    data, model = prepare(cfg)
+    data, model = prepare(cfg, load_run_data(cfg, run_dir, need_data))
     name = {"best": BEST, "last": LAST}[checkpoint]
     path = run_dir / "checkpoints" / name
     if checkpoint == "best" and not path.exists():

@@ -146,10 +146,14 @@ def test_evaluate_writes_per_image_nll(runs):
         assert metrics["likelihood"]["dims"] == 64
         assert np.mean(f["per_image_nll"]) == pytest.approx(metrics["metrics"]["nll"], rel=1e-12)
         assert not list(ev.glob("*.tmp"))
-    # a re-evaluation without nll drops the now stale per-image file with the NLL
+    # a re-evaluation of another metric keeps the NLL and its per-image file (merged); one of
+    # another seed starts afresh and drops the now stale per-image file with the NLL
     tmp = runs["root"] / "stale"
     shutil.copytree(runs["normal"], tmp)
     evaluate_run(tmp, metrics=("mse",), n=10, seed=0, progress=False)
+    kept = json.loads((tmp / "evaluation" / "metrics.json").read_text())["metrics"]
+    assert "nll" in kept and "mse" in kept and (tmp / "evaluation" / "per_image_nll.json").exists()
+    evaluate_run(tmp, metrics=("mse",), n=10, seed=1, progress=False)
     assert not (tmp / "evaluation" / "per_image_nll.json").exists()
 
 

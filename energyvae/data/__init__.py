@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from ..registry import check
@@ -38,7 +39,7 @@ from .splits import Split, make_splits
 from .toy2d import log_density_unnormalized
 from .transforms import Preprocess
 
-__all__ = ["DataConfig", "DataBundle", "Split", "Preprocess", "available_datasets", "load_data",
+__all__ = ["DataConfig", "DataBundle", "Split", "Preprocess", "available_datasets", "data_from_spec", "load_data",
            "log_density_unnormalized"]
 
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
@@ -104,6 +105,30 @@ class DataBundle:
     test: Split
     preprocess: Preprocess
     info: dict                   # JSON-serializable: sources, sizes, official split, classes
+    available: bool = True       # False: rebuilt from a run's data.json, the splits are empty
+    missing_reason: str = ""     # why the data could not be loaded (when not available)
+
+    def spec(self) -> dict:
+        """What a trained run needs of its data without the data (``data.json`` of a run
+        folder): name, kind, per-example shape and the loader's info. The preprocessing and
+        value range follow from the run's ``data:`` config section."""
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape), "info": self.info}
+
+
+def data_from_spec(cfg: DataConfig, spec: dict) -> DataBundle:
+    """A :class:`DataBundle` with empty splits, built from a run's ``data.json`` (see
+    :meth:`DataBundle.spec`): enough to build, sample from and decode the run's model on a
+    machine without the training data."""
+    try:
+        kind, shape = spec["kind"], tuple(int(s) for s in spec["shape"])
+        if kind not in ("image", "vector") or not shape:
+            raise ValueError(kind)
+    except (KeyError, TypeError, ValueError):
+        raise DataError("data.json: not a data description written by energyvae") from None
+    dtype = torch.uint8 if kind == "image" else torch.float32
+    empty = Split(torch.empty((0, *shape), dtype=dtype))
+    return DataBundle(spec.get("name", cfg.name), kind, shape, empty, empty, empty,
+                      Preprocess.from_config(cfg, kind), dict(spec.get("info", {})), available=False)
 
 
 # ----------------------------------------------------------------------------------- loaders

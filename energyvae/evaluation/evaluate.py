@@ -42,6 +42,7 @@ PER_IMAGE_NLL = "per_image_nll.json"
 
 ALL_METRICS = ("fid_gen", "fid_rec", "mse", "kid", "is", "pr", "nll", "latent", "holes", "sampler", "cost",
                "figures")
+DATA_FREE_METRICS = {"sampler"}     # what a run copied without its data can still be evaluated on
 
 
 def _batched(fn, n: int, batch: int):
@@ -167,16 +168,25 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     run_dir = Path(run_dir)
     out = run_dir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    cfg, data, model = load_run(run_dir, checkpoint, ema=ema)
+    cfg, data, model = load_run(run_dir, checkpoint, ema=ema, need_data=False)
     to_unit = data.preprocess.to_unit
     result: dict = {"run": str(run_dir), "checkpoint": checkpoint, "ema": ema, "seed": seed, "metrics": {}}
     m = result["metrics"]
+    if not data.available:         # a copied run without its data: only what needs none
+        needs_data = [k for k in metrics if k not in DATA_FREE_METRICS]
+        if needs_data and not set(metrics) & DATA_FREE_METRICS:
+            raise EnergyVAEError(f"--metrics {','.join(metrics)}: each needs the run's data, which is "
+                                 f"not available ({data.missing_reason}); data-free metrics: "
+                                 f"{', '.join(sorted(DATA_FREE_METRICS))}")
+        result["skipped"] = {k: f"needs the run's data ({data.missing_reason})" for k in needs_data}
+        metrics = [k for k in metrics if k in DATA_FREE_METRICS]
     per_image_nll = None
     torch.manual_seed(seed)
     if not hasattr(model, "posterior"):   # no encoder (EC-Flow, a data-space EBM): no latent metrics
         skipped = [k for k in ("fid_rec", "mse", "latent", "holes") if k in metrics]
         if skipped:
-            result["skipped"] = {k: f"{type(model).__name__} has no encoder / posterior" for k in skipped}
+            result.setdefault("skipped", {}).update(
+                {k: f"{type(model).__name__} has no encoder / posterior" for k in skipped})
         metrics = [k for k in metrics if k not in skipped]
 
     need_samples = {"fid_gen", "kid", "is", "pr", "figures", "cost"} & set(metrics)
@@ -260,15 +270,55 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
         pairs = (reconstruct(model, data, "test", min(n, 500)) if hasattr(model, "posterior")
                  else (data.preprocess(data.test.x[:min(n, 500)]), None))
         result["figures"] = {k: str(v) for k, v in _figures(model, data, out, fake, *pairs).items()}
+    result = _merge_previous(out, result, computed=set(metrics))
+    m = result["metrics"]
     # the per-image NLLs belong to this metrics.json: written with it, or a stale one removed
     if per_image_nll is not None:
         atomic_write_text(out / PER_IMAGE_NLL, json.dumps(per_image_nll))
-    else:
+    elif "nll" not in result["metrics"]:
         (out / PER_IMAGE_NLL).unlink(missing_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=str))
     from .report import metrics_markdown_table
     atomic_write_text(out / "metrics.md", _notes(result) + "\n\n" + metrics_markdown_table({run_dir.name: m}) + "\n")
     return result
+
+
+# the metrics one ``--metrics`` name writes into result["metrics"] (merging drops these first)
+_KEYS_OF = {"fid_gen": ("fid_gen",), "fid_rec": ("fid_rec",), "kid": ("kid", "kid_std"), "is": ("is_gen", "is_std"),
+            "latent": ("lipschitz_pairs", "lipschitz_jacobian", "posterior_variance"),
+            "pr": ("precision", "recall"), "mse": ("mse", "mse_stderr"),
+            "nll": ("nll", "nll_stderr", "bits_per_dim"), "holes": ("log_q_agg_gap", "hole_fraction"),
+            "sampler": ("sampler_rhat", "sampler_drift", "sampler_mixed", "sampler_acceptance"),
+            "cost": ("sec_per_step", "sec_per_image")}
+
+
+def _merge_previous(out: Path, result: dict, computed: set) -> dict:
+    """``evaluate --metrics X`` adds to the run's evaluation instead of erasing it: the metrics
+    of an earlier ``metrics.json`` of the same checkpoint, weights and seed are kept, except
+    those this call recomputed. A different checkpoint / weights / seed starts afresh."""
+    path = out / "metrics.json"
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, UnicodeDecodeError, OSError):
+        old = None
+    same = isinstance(old, dict) and all(old.get(k) == result[k] for k in ("checkpoint", "ema", "seed"))
+    if not same or not isinstance(old.get("metrics"), dict):
+        return result
+    kept = dict(old["metrics"])
+    for name in computed:
+        for key in _KEYS_OF.get(name, ()):
+            kept.pop(key, None)
+    merged = {**{k: v for k, v in old.items() if k not in ("metrics", "skipped")}, **result}
+    merged["metrics"] = {**kept, **result["metrics"]}
+    merged["skipped"] = {k: v for k, v in {**old.get("skipped", {}), **result.get("skipped", {})}.items()
+                         if k not in merged["metrics"] and k not in _computed_keys(merged["metrics"])}
+    if not merged["skipped"]:
+        merged.pop("skipped")
+    return merged
+
+
+def _computed_keys(metrics: dict) -> set:
+    return {name for name, keys in _KEYS_OF.items() if any(k in metrics for k in keys)}
 
 
 def _notes(result: dict) -> str:
