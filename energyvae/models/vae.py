@@ -43,14 +43,28 @@ class VAEParams:
             spec = getattr(self, key)
             if isinstance(spec, dict) and "name" not in spec:
                 setattr(self, key, {"name": _DEFAULT_PARTS[key], **spec})
-        # validate every nested component now, so a bad key fails before any work starts
-        ENCODERS.parse(self.encoder, "model.encoder")
-        DECODERS.parse(self.decoder, "model.decoder")
-        POSTERIORS.parse(self.posterior, "model.posterior")
-        PRIORS.parse(self.prior, "model.prior")
-        RECONSTRUCTIONS.parse(self.reconstruction, "model.reconstruction")
+        # validate every nested component now, so a bad key fails before any work starts; a
+        # part given as an nn.Module (Python composition) is used as it is
+        for key, reg in (("encoder", ENCODERS), ("decoder", DECODERS), ("posterior", POSTERIORS),
+                         ("prior", PRIORS), ("reconstruction", RECONSTRUCTIONS)):
+            if not isinstance(getattr(self, key), nn.Module):
+                reg.parse(getattr(self, key), f"model.{key}")
         for i, c in enumerate(self.calibrators):
-            CALIBRATORS.parse(c, f"model.calibrators.{i}")
+            if not isinstance(c, nn.Module):
+                CALIBRATORS.parse(c, f"model.calibrators.{i}")
+
+
+class ModelOutput(dict):
+    """What ``model(x)`` returns: a dict whose keys are also attributes (like pythae's
+    ``ModelOutput``): ``loss`` (the scalar training loss of the main update, calibrator terms
+    included), ``recon`` and ``kl`` (batch means), ``z`` (the posterior sample),
+    ``posterior`` (q(z|x)) and every logged part (``fit``, ``spread``, ``lambda``, ...)."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
 
 class VAE(HasCalibrators, nn.Module):
@@ -60,19 +74,56 @@ class VAE(HasCalibrators, nn.Module):
         self.latent_dim, self.kl_weight, self.data_shape = m, p.kl_weight, tuple(ctx.data_shape)
         common = dict(latent_dim=m, data_shape=self.data_shape, data_kind=ctx.data_kind,
                       value_range=ctx.value_range, **ctx.extra)
-        self.posterior = POSTERIORS.build(p.posterior, "model.posterior", **common)
-        self.reconstruction = RECONSTRUCTIONS.build(p.reconstruction, "model.reconstruction", **common)
-        self.encoder = ENCODERS.build(p.encoder, "model.encoder", in_shape=self.data_shape,
-                                      out_features=self.posterior.encoder_features(m))
-        self.decoder = DECODERS.build(p.decoder, "model.decoder", latent_dim=m,
-                                      out_shape=self.reconstruction.decoder_shape(self.data_shape))
-        self.prior = PRIORS.build(p.prior, "model.prior", **common)
+        def part(spec, registry, where, **kw):
+            return spec if isinstance(spec, nn.Module) else registry.build(spec, where, **kw)
+        self.posterior = part(p.posterior, POSTERIORS, "model.posterior", **common)
+        self.reconstruction = part(p.reconstruction, RECONSTRUCTIONS, "model.reconstruction", **common)
+        self.encoder = part(p.encoder, ENCODERS, "model.encoder", in_shape=self.data_shape,
+                            out_features=self.posterior.encoder_features(m))
+        self.decoder = part(p.decoder, DECODERS, "model.decoder", latent_dim=m,
+                            out_shape=self.reconstruction.decoder_shape(self.data_shape))
+        self.prior = part(p.prior, PRIORS, "model.prior", **common)
         self.calibrators = nn.ModuleList(
-            CALIBRATORS.build(c, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
+            part(c, CALIBRATORS, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
         self.bind_parts()
+
+    @classmethod
+    def from_parts(cls, data_shape, latent_dim: int, *, encoder="mlp", decoder="mlp", posterior="gaussian",
+                   prior="normal", reconstruction="bernoulli", calibrators=(), kl_weight: float = 1.0,
+                   data_kind: str = "image", value_range=None) -> "VAE":
+        """Compose a VAE in Python: each part is a registered name (``"energy_score"``), a config
+        spec (``{"name": "ebm", "energy": {"name": "grbm"}}``) or a built ``nn.Module``.
+
+        A module encoder maps ``[B, *data_shape]`` to ``posterior.encoder_features(latent_dim)``
+        features (``2 * latent_dim`` for the Gaussian posterior); a module decoder maps
+        ``[B, latent_dim]`` to ``reconstruction.decoder_shape(data_shape)``; a prior or
+        reconstruction module follows :class:`~energyvae.models.priors.Prior` /
+        :class:`~energyvae.models.reconstruction.Reconstruction`. ``value_range``: the data's
+        range, (0, 1) for images in [0, 1] (what energy-score objectives clamp to)."""
+        spec = (lambda v: {"name": v} if isinstance(v, str) else v)
+        if value_range is None and data_kind == "image":
+            value_range = (0.0, 1.0)
+        params = VAEParams(latent_dim=latent_dim, encoder=spec(encoder), decoder=spec(decoder),
+                           posterior=spec(posterior), prior=spec(prior), reconstruction=spec(reconstruction),
+                           kl_weight=kl_weight, calibrators=[spec(c) for c in calibrators])
+        return cls(params, ModelContext(tuple(data_shape), data_kind, value_range))
 
     def component_parts(self):
         return [self.prior, *self.calibrators]
+
+    @property
+    def metric_units(self) -> str:
+        """The unit of the loss parts this model reports (printed and saved with every run):
+        nats for likelihood objectives, the objective's own unit for scores (energy score,
+        L2, SSIM ...), and a note where an unnormalised prior's kl / elbo omit ln Z."""
+        rec = self.reconstruction
+        if rec.likelihood:
+            units = "nats per example"
+        else:
+            units = f"per example; recon is the {type(rec).__name__} objective (not nats), kl in nats"
+        if not getattr(self.prior, "normalized", True):
+            units += "; kl and elbo exclude ln Z of the unnormalised prior"
+        return units
 
     # -- the parts -------------------------------------------------------------------------
     def encode(self, x):
@@ -131,7 +182,14 @@ class VAE(HasCalibrators, nn.Module):
     def updates(self) -> list[UpdateSpec]:
         return self.collect_updates(stop=getattr(self.prior, "vae_stop", None))   # two-stage priors
 
-    def forward(self, update: str, x: torch.Tensor, state: dict):
+    def forward(self, update, x: torch.Tensor | None = None, state: dict | None = None):
+        """``model(x)``: the loss of a batch and its parts, a :class:`ModelOutput`.
+        ``model(update, x, state)`` (the trainer's call): (loss, logs) of one named update."""
+        if isinstance(update, torch.Tensor):
+            state = {}
+            loss, logs = self.forward(self.MAIN_UPDATE, update, state)
+            return ModelOutput(loss=loss, z=state["z"], posterior=state["posterior"],
+                               **{k: v for k, v in logs.items() if k != "loss"})
         if update != "vae":
             return self.part_update_loss(update, x, state)
         recon, kl, z, q, logs = self.terms(x)
