@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()        # what open() would give a new file (0644 under umask 022)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object], fsync: bool = False) -> Path:
     """Call ``write(tmp_path)`` and rename the result over ``path``; ``fsync`` flushes the
     bytes to disk before the rename (checkpoints: a power cut then leaves the old file)."""
@@ -19,6 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object], fsync: bool =
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _MODE)          # mkstemp makes 0600: the group may read checkpoints and figures
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

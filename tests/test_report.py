@@ -224,3 +224,19 @@ def test_metrics_markdown_table():
                                        "features": {"name": "x"}, "run": "runs/r"}})
     assert "| fid_gen (lower) | 3.000 |" in md and "| is_gen (higher) | 2.000 |" in md
     assert "features" not in md and "runs/r" not in md
+
+
+def test_best_is_not_marked_between_runs_of_different_units(tmp_path):
+    """An energy-score run's test loss and a Bernoulli run's nats are not ranked (issue 16)."""
+    a = _make_run(tmp_path, "nats", fid=10.0, loss=50.0, evaluation=False)
+    b = _make_run(tmp_path, "escore", fid=12.0, loss=2.0, evaluation=False)
+    c = _make_run(tmp_path, "nats2", fid=11.0, loss=40.0, evaluation=False)
+    m = json.loads((b / "metrics.json").read_text())
+    m["units"] = "per example; recon is the EnergyScore objective (not nats), kl in nats"
+    (b / "metrics.json").write_text(json.dumps(m))
+    page = (build_report([a, b], tmp_path / "mixed") and (tmp_path / "mixed" / "index.html")).read_text()
+    row = re.search(r"<tr><th class=\"row\">test\.loss.*?</tr>", page, re.S).group(0)
+    assert "best" not in row and "not ranked" in row
+    page = (build_report([a, c], tmp_path / "same") and (tmp_path / "same" / "index.html")).read_text()
+    row = re.search(r"<tr><th class=\"row\">test\.loss.*?</tr>", page, re.S).group(0)
+    assert "num best" in row

@@ -689,6 +689,15 @@ def _settings_html(runs: list[RunSummary], names: list[str]) -> str:
     return _table(names, body)
 
 
+def _same_units(runs: list[RunSummary], vals: list) -> bool:
+    """Whether the runs holding a value of a training-run row (loss, recon, kl, elbo) report it
+    in one unit with one reconstruction objective: an energy score and a nats likelihood (or
+    an unnormalised prior's kl without ln Z) are not ranked against each other."""
+    keys = {(str(r.notes.get("metrics.json: units", "nats per example")), str(r.settings.get("reconstruction", "")))
+            for r, v in zip(runs, vals) if v is not None}
+    return len(keys) <= 1
+
+
 def _metrics_html(runs: list[RunSummary], names: list[str]) -> str:
     rows = _rows([r.metrics for r in runs])
     section_of = {}
@@ -708,7 +717,8 @@ def _metrics_html(runs: list[RunSummary], names: list[str]) -> str:
                         f"{_e(titles.get(sec, sec))}</th></tr>")
         vals = [r.metrics.get(row) for r in runs]
         d = metric_direction(row)
-        best = _best(vals, d)
+        comparable = sec != "training run" or _same_units(runs, vals)
+        best = _best(vals, d) if comparable else set()
         cells = []
         for i, v in enumerate(vals):
             if v is None:
@@ -717,6 +727,8 @@ def _metrics_html(runs: list[RunSummary], names: list[str]) -> str:
                 cls = "num best" if i in best else "num"
                 cells.append(f'<td class="{cls}" title="{_e(repr(v))}">{_e(format_value(v))}</td>')
         arrow = {"lower": "↓ lower is better", "higher": "↑ higher is better"}.get(d, "")
+        if not comparable and d:
+            arrow = "units or objectives differ: not ranked"
         label = _e(row) + (f'<span class="dir">{_e(arrow)}</span>' if arrow else "")
         body.append(f'<tr><th class="row">{label}</th>{"".join(cells)}</tr>')
     if not rows:

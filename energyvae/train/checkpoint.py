@@ -48,9 +48,13 @@ def _flatten_state(prefix: str, obj: Any, tensors: dict) -> Any:
         tensors[prefix] = obj.detach().cpu().contiguous()
         return {"__tensor__": prefix}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten_state(f"{prefix}.k{i}", k, tensors),
-                              _flatten_state(f"{prefix}.{i}", v, tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}
+        items = []
+        for i, (k, v) in enumerate(obj.items()):
+            # tensor keys name their parameter (s.model.encoder.net.0.weight); the index only
+            # where a name is not a string or is taken
+            name = f"{prefix}.{k}" if isinstance(k, str) and f"{prefix}.{k}" not in tensors else f"{prefix}.{i}"
+            items.append([_flatten_state(f"{prefix}.k{i}", k, tensors), _flatten_state(name, v, tensors)])
+        return {"__dict__": items}
     if isinstance(obj, (list, tuple)):
         return {"__list__": [_flatten_state(f"{prefix}.{i}", v, tensors) for i, v in enumerate(obj)],
                 "tuple": isinstance(obj, tuple)}

@@ -63,6 +63,18 @@ class MetricsLogger:
                 if k not in ("step", "split") and isinstance(v, (int, float)):
                     self.tb.add_scalar(f"{split}/{k}", v, step)
 
+    def images(self, step: int, tag: str, images) -> None:
+        """A grid of ``[N, C, H, W]`` images in [0, 1] on TensorBoard (samples, reconstructions)."""
+        if self.tb is not None:
+            self.tb.add_images(tag, images.clamp(0, 1).float().cpu(), step)
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        """The run's hyper-parameters beside its final metrics (TensorBoard's HPARAMS tab)."""
+        if self.tb is not None:
+            plain = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+            self.tb.add_hparams(plain, {f"hparam/{k}": v for k, v in metrics.items()
+                                        if isinstance(v, (int, float)) and math.isfinite(v)}, run_name=".")
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()

@@ -12,7 +12,8 @@ logs, evaluates nor checkpoints): log values are summed on the device and read e
 update, the first step whose loss was non-finite as a device tensor and reads it at log,
 evaluation and checkpoint steps (and when a step raises), so a divergence stops the run with
 :class:`DivergenceError` naming that step before anything is written, and the last good
-checkpoint stays. Optimizers are Adam with ``fused=True`` (one kernel for all tensors; on this
+checkpoint stays. Optimizers (``train.optimizer`` adam / adamw, ``train.lr_schedule``:
+see train/schedules.py) use ``fused=True`` (one kernel for all tensors; on this
 project's CPU 0.80x the step time of the per-tensor loop on the MLP VAE), the EMA one
 ``torch._foreach_lerp_`` every ``train.ema_every`` steps and at evaluation/checkpoint steps.
 Options for large runs: ``train.precision`` (bf16/fp16 autocast, a GradScaler per update
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import time
 import warnings
@@ -41,6 +43,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo, gather_objects, init_distributed
 from .ema import EMA
 from .logger import MetricsLogger
+from .schedules import lr_factor, make_optimizer
 from .threads import apply_threads, available_cores, local_processes, step_flops
 
 LAST, BEST = "last.safetensors", "best.safetensors"
@@ -101,16 +104,6 @@ def evaluate_split(model, split, preprocess, device, batch_size=500, max_batches
 NO_STEP = 2**62
 
 
-def make_adam(params, lr: float, betas, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam with the fused kernel where torch has one for the parameters' device and dtype
-    (CPU and CUDA floating point), else the foreach implementation."""
-    betas = tuple(float(b) for b in betas)
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
-
-
 def _match_param_layout(opt: torch.optim.Optimizer) -> None:
     """Give loaded optimizer state the memory layout (strides) of its parameter: checkpoints
     store contiguous tensors, and the fused kernels assume state and parameter share strides
@@ -144,10 +137,14 @@ class Trainer:
         self.stream = BatchStream(len(data.train), self.tc.batch_size, self.tc.seed, self.info,
                                   device=self.train_x.device)
         self.threads = self._set_threads()
-        self.optimizers = {u.name: make_adam(
-            u.params, u.lr or self.tc.lr, u.betas or self.tc.betas,
+        self.optimizers = {u.name: make_optimizer(
+            self.tc.optimizer, u.params, u.lr or self.tc.lr, u.betas or self.tc.betas,
             self.tc.weight_decay if u.weight_decay is None else u.weight_decay)
             for u in self.updates}
+        self._scheduled = self.tc.lr_schedule != "constant" or self.tc.warmup_steps > 0
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
         self.scalers = ({u.name: torch.amp.GradScaler(self.device.type) for u in self.updates}
                         if self.tc.precision == "fp16" else {})
         self.ema = EMA(self.model, self.tc.ema, self.tc.ema_every) if self.tc.ema > 0 else None
@@ -286,6 +283,8 @@ class Trainer:
             for k, o in self.optimizers.items():
                 o.load_state_dict(state["optimizers"][k])
                 _match_param_layout(o)
+                for group in o.param_groups:          # checkpoints from before schedules existed
+                    group.setdefault("initial_lr", group["lr"])
             for k, sc in self.scalers.items():
                 if k in state.get("scalers", {}):
                     sc.load_state_dict(state["scalers"][k])
@@ -354,6 +353,11 @@ class Trainer:
             if self.step % u.every or not u.start <= self.step < (math.inf if u.stop is None else u.stop):
                 continue
             opt, scaler = self.optimizers[u.name], self.scalers.get(u.name)
+            if self._scheduled:
+                factor = lr_factor(self.step, self.total_steps, self.tc.lr_schedule, self.tc.warmup_steps,
+                                   self.tc.min_lr_ratio)
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
             opt.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, ulogs = self.loss_fn(u.name, x, state)
@@ -378,6 +382,26 @@ class Trainer:
             self.ema.update(self.model, self.step)
         return logs
 
+    @torch.no_grad()
+    def _tensorboard_images(self, logger: MetricsLogger, n: int = 16) -> None:
+        """Samples and reconstructions of the evaluation weights at an evaluation step, under a
+        forked RNG (the training stream, hence resume, is unchanged)."""
+        if logger.tb is None or self.data.kind != "image":
+            return
+        model, to_unit = self.eval_model(), self.data.preprocess.to_unit
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            was = model.training
+            model.eval()
+            try:
+                if hasattr(model, "sample"):
+                    logger.images(self.step, "samples", to_unit(model.sample(n)))
+                if hasattr(model, "reconstruct"):
+                    x = self.data.preprocess(self.data.val.x[:n]).to(self.device)
+                    logger.images(self.step, "reconstructions", to_unit(torch.cat([x, model.reconstruct(x)])))
+            finally:
+                model.train(was)
+
     def eval_model(self) -> torch.nn.Module:
         return self.ema.model if self.ema else self.model
 
@@ -388,6 +412,8 @@ class Trainer:
             for folder in (self.run_dir, self.ckpt_dir):     # what a writer killed mid-write left
                 remove_stale_temporaries(folder)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+            if getattr(self.data, "available", True):
+                atomic_write_text(self.run_dir / "data.json", json.dumps(self.data.spec(), indent=2, default=str))
         self._last_saved = self.step if self.step else None
         self._log_sums, self._log_counts = {}, {}
         bar = None
@@ -434,6 +460,7 @@ class Trainer:
                     val = evaluate_split(self.eval_model(), self.data.val, self.data.preprocess, self.device,
                                          max_batches=tc.eval_batches, seed=tc.seed)
                     logger.log(self.step, "val", val)
+                    self._tensorboard_images(logger)
                     self._postfix["val"] = f"{val['loss']:.3f}"
                     if val["loss"] < self.best["value"]:
                         self.best = {"metric": "loss", "value": val["loss"], "step": self.step}
@@ -443,6 +470,10 @@ class Trainer:
                 if do_ckpt and main:
                     self._save(LAST, rng)
                     self._last_saved = self.step
+            if main and self.step == self.total_steps:
+                flat = {f"train.{k}": v for k, v in vars(self.tc).items()}
+                flat.update({"model": self.cfg.model[0], "data": self.cfg.data.name})
+                logger.hparams(flat, {"best_val_loss": self.best["value"]})
         finally:
             if bar is not None:
                 bar.close()
