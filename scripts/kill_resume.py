@@ -227,7 +227,7 @@ def main(argv=None) -> int:
                "checkpoint": lambda: rng.randint(1, 2), "sidecar": lambda: rng.randint(1, 4),
                "metrics": lambda: rng.randint(1, 6), "config": lambda: 1}[kind]()
         status = _launch(kind, arg, base + (["--resume"] if started else []))
-        started = True
+        started = run.exists()        # killed before the run made its folder: nothing to resume
         hit = "killed" if status else "finished before the kill"
         print(f"kill {i + 1:2d}: {kind:10s} at {arg:7.2f}  resumed from step {now:3d}  -> {hit}")
         hits.append(status != 0)
