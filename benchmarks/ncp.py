@@ -1,0 +1,164 @@
+"""NCP-VAE (Aneja et al. 2021) on digits, with its original loss, +EnL and +FEnL (paper 000
+Table 2's NCP rows), paired per seed.
+
+    python benchmarks/ncp.py --seeds 0 1 2                     # ~15 min on one CPU core
+    python benchmarks/ncp.py --seeds 0 --vae-steps 500 --classifier-steps 200   # smoke
+
+Each run is configs/ncp_digits.yaml (the digits MLP VAE, two-stage: the VAE with N(0, I) for
+``--vae-steps``, then the classifier for ``--classifier-steps`` on the frozen encoder) with one
+reconstruction objective: ``bernoulli`` (the original), ``energy_score`` (+EnL) or
+``fast_energy_score`` (+FEnL). From one run come two generators sharing the encoder and
+decoder: z ~ N(0, I) (the base VAE) and z ~ the NCP prior by SIR. So "NCP - base" is paired
+twice over, same weights and same seed, and isolates what the reweighted prior does; "+EnL -
+original" pairs runs of the same seed.
+
+Measured per run: FID_gen of 1000 samples (both generators), FID_rec of 1000 test images,
+against the test split with the library's digits feature network; the classifier's accuracy
+and its ln Z estimate (ln E_N(0,I)[r], 0 for an optimal classifier); for the Bernoulli
+objective, the test NLL of both priors from the same IW samples (K = 100, 180 test images;
+NCP's ln Z from the classifier's estimate) as a per-image paired difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, header, now, write  # noqa: E402
+
+from energyvae.config import load_config  # noqa: E402
+from energyvae.evaluation.features import get_feature_net, to_unit_images  # noqa: E402
+from energyvae.evaluation.paired import paired_difference  # noqa: E402
+from energyvae.evaluation.sample_metrics import compute_sample_metrics  # noqa: E402
+from energyvae.models.priors.schemes.ncp import log_ratio  # noqa: E402
+from energyvae.runs import load_run, train_run  # noqa: E402
+
+OBJECTIVES = {"original (Bernoulli)": "bernoulli", "+EnL": "energy_score", "+FEnL": "fast_energy_score"}
+
+
+def _fid(net, real, fake) -> float:
+    return compute_sample_metrics(real, fake, net, metrics=("fid",))["fid"]
+
+
+@torch.no_grad()
+def _iw_nll(model, x, k: int, log_prior) -> torch.Tensor:
+    """Per-image IW estimate of -ln p(x) with the given log prior density (same draws for both)."""
+    q = model.encode(x)
+    z = q.rsample(k)                                            # [k, B, m]
+    out = model.decode(z)
+    xs = x.unsqueeze(0).expand(k, *x.shape)
+    ll = model.reconstruction.log_prob(xs.reshape(-1, *x.shape[1:]), out.reshape(-1, *out.shape[2:])).reshape(k, -1)
+    logw = ll + log_prior(z) - q.log_prob(z)
+    return -(torch.logsumexp(logw, 0) - math.log(k))
+
+
+def evaluate(run_dir: Path, seed: int, n: int, net, likelihood: bool) -> dict:
+    cfg, data, model = load_run(run_dir)
+    prior, m = model.prior, model.latent_dim
+    real = to_unit_images(data, data.test.x[:n])
+    to_unit = data.preprocess.to_unit
+    out = {}
+    torch.manual_seed(seed)
+    base = to_unit(model.reconstruction.mean(model.decode(torch.randn(n, m)))).cpu()
+    torch.manual_seed(seed)
+    ncp = to_unit(model.sample(n)).cpu()
+    rec = to_unit(model.reconstruct(data.preprocess(data.test.x[:n]))).cpu()
+    out["fid_gen_base"], out["fid_gen_ncp"], out["fid_rec"] = _fid(net, real, base), _fid(net, real, ncp), _fid(net, real, rec)
+    torch.manual_seed(seed)
+    log_z, log_z_se = prior.scheme.log_partition(prior, n=100_000)
+    out["log_z"], out["log_z_stderr"] = log_z, log_z_se
+    zq = model.encode(data.preprocess(data.test.x)).rsample()
+    zp = torch.randn_like(zq)
+    out["classifier_accuracy"] = float(0.5 * ((log_ratio(prior, zq) > 0).float().mean()
+                                              + (log_ratio(prior, zp) < 0).float().mean()))
+    if likelihood:
+        x = data.preprocess(data.test.x)
+        normal = lambda z: (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)  # noqa: E731
+        torch.manual_seed(seed)
+        nll_base = _iw_nll(model, x, 100, normal)
+        torch.manual_seed(seed)
+        nll_ncp = _iw_nll(model, x, 100, lambda z: normal(z) + log_ratio(prior, z) - log_z)
+        out["nll_base"], out["nll_ncp"] = float(nll_base.mean()), float(nll_ncp.mean())
+        d = paired_difference(nll_ncp.tolist(), nll_base.tolist())
+        out["nll_ncp_minus_base"], out["nll_ncp_minus_base_stderr"] = d["mean"], d["stderr"]
+    return out
+
+
+def _pm(values) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values) / math.sqrt(len(values)):.2g}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--vae-steps", type=int, default=3000)
+    ap.add_argument("--classifier-steps", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=1000, help="samples and test images per FID")
+    ap.add_argument("--runs", default="runs/bench_ncp")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = now()
+    results = {}
+    net = None
+    for label, recon in OBJECTIVES.items():
+        for seed in args.seeds:
+            run_dir = ROOT / args.runs / f"{recon}_s{seed}"
+            total = args.vae_steps + args.classifier_steps
+            cfg = load_config("ncp_digits", [f"model.reconstruction={{name: {recon}}}", f"train.seed={seed}",
+                                             f"train.steps={total}", f"model.prior.scheme.two_stage_at={args.vae_steps}",
+                                             "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}",
+                                             "train.eval_every=1000000", "train.checkpoint_every=1000"])
+            if not (run_dir / "metrics.json").exists():
+                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+            if net is None:
+                from energyvae.data import load_data
+                net, feat = get_feature_net(load_data(cfg.data), seed=0, progress=False)
+            res = evaluate(run_dir, seed, args.n, net, likelihood=recon == "bernoulli")
+            results.setdefault(label, {})[seed] = res
+            print(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
+    seconds = now() - t0
+    seeds = args.seeds
+    lines = header("NCP-VAE on digits: original loss, +EnL, +FEnL (paper 000 Table 2, NCP rows)",
+                   f"{args.vae_steps} VAE steps (N(0, I)) + {args.classifier_steps} classifier steps, batch 128, "
+                   f"seeds {seeds}, FID over {args.n} samples / test images", seconds,
+                   {"x": {"features": feat, "reference": {"split": "test", "n": args.n}}})
+    lines += ["", "Cells: mean ± standard error over seeds. \"NCP − base\" is paired within each run (same "
+              "encoder, decoder and seed; only z's prior differs).", "",
+              "| objective | FID_gen base N(0, I) | FID_gen NCP (SIR) | NCP − base | FID_rec | classifier acc. | ln Z (classifier) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, per in results.items():
+        v = lambda k: [per[s][k] for s in seeds]  # noqa: E731
+        diff = [per[s]["fid_gen_ncp"] - per[s]["fid_gen_base"] for s in seeds]
+        lines.append(f"| {label} | {_pm(v('fid_gen_base'))} | {_pm(v('fid_gen_ncp'))} | {_pm(diff)} | "
+                     f"{_pm(v('fid_rec'))} | {_pm(v('classifier_accuracy'))} | {_pm(v('log_z'))} |")
+    orig = results["original (Bernoulli)"]
+    lines += ["", "Integration of the energy score, paired per seed against the original loss (same seed):", "",
+              "| objective | Δ FID_gen NCP | Δ FID_gen base | Δ FID_rec | Impr. FID_gen NCP |", "|---|---:|---:|---:|---:|"]
+    for label in ("+EnL", "+FEnL"):
+        per = results[label]
+        d = {k: [per[s][k] - orig[s][k] for s in seeds] for k in ("fid_gen_ncp", "fid_gen_base", "fid_rec")}
+        impr = [100 * (orig[s]["fid_gen_ncp"] - per[s]["fid_gen_ncp"]) / orig[s]["fid_gen_ncp"] for s in seeds]
+        lines.append(f"| {label} | {_pm(d['fid_gen_ncp'])} | {_pm(d['fid_gen_base'])} | {_pm(d['fid_rec'])} | "
+                     f"{_pm(impr)} % |")
+    lines += ["", "Test NLL of the Bernoulli runs (nats; IW K = 100, the same draws for both priors, "
+              "NCP with the classifier's ln Z), paired per image:", "",
+              "| seed | NLL base | NLL NCP | NCP − base (± paired stderr) |", "|---|---:|---:|---:|"]
+    for s in seeds:
+        r = orig[s]
+        lines.append(f"| {s} | {r['nll_base']:.3f} | {r['nll_ncp']:.3f} | "
+                     f"{r['nll_ncp_minus_base']:+.3f} ± {r['nll_ncp_minus_base_stderr']:.3f} |")
+    write("ncp_digits", lines, {k: {str(s): v for s, v in per.items()} for k, per in results.items()})
+
+
+if __name__ == "__main__":
+    main()
