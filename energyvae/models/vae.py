@@ -27,11 +27,12 @@ _DEFAULT_PARTS = {"encoder": "mlp", "decoder": "mlp", "posterior": "gaussian", "
 @dataclass
 class VAEParams:
     latent_dim: int = 16
-    encoder: dict = field(default_factory=dict)
-    decoder: dict = field(default_factory=dict)
-    posterior: dict = field(default_factory=dict)
-    prior: dict = field(default_factory=dict)
-    reconstruction: dict = field(default_factory=dict)
+    # each part: a spec {name: ..., **params}, a bare name ("energy_score"), or (from Python) an nn.Module
+    encoder: dict | str = field(default_factory=dict)
+    decoder: dict | str = field(default_factory=dict)
+    posterior: dict | str = field(default_factory=dict)
+    prior: dict | str = field(default_factory=dict)
+    reconstruction: dict | str = field(default_factory=dict)
     kl_weight: float = 1.0
     calibrators: list = field(default_factory=list)
 
@@ -41,6 +42,8 @@ class VAEParams:
         # a spec without a name keeps the default part (so `model.encoder.hidden=[64]` works)
         for key in ("encoder", "decoder", "posterior", "prior", "reconstruction"):
             spec = getattr(self, key)
+            if isinstance(spec, str):
+                setattr(self, key, spec := {"name": spec})
             if isinstance(spec, dict) and "name" not in spec:
                 setattr(self, key, {"name": _DEFAULT_PARTS[key], **spec})
         # validate every nested component now, so a bad key fails before any work starts; a
