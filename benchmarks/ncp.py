@@ -6,8 +6,8 @@ Table 2's NCP rows), paired per seed.
 
 Each run is configs/ncp_digits.yaml (the digits MLP VAE, two-stage: the VAE with N(0, I) for
 ``--vae-steps``, then the classifier for ``--classifier-steps`` on the frozen encoder) with one
-reconstruction objective: ``bernoulli`` (the original), ``energy_score`` (+EnL) or
-``fast_energy_score`` (+FEnL). From one run come two generators sharing the encoder and
+reconstruction objective: ``bernoulli`` (the original), ``energy_score`` with M = 10 (+EnL) or
+``fast_energy_score`` (+FEnL, the antithetic default). From one run come two generators sharing the encoder and
 decoder: z ~ N(0, I) (the base VAE) and z ~ the NCP prior by SIR. So "NCP - base" is paired
 twice over, same weights and same seed, and isolates what the reweighted prior does; "+EnL -
 original" pairs runs of the same seed.
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, write  # noqa: E402
+from common import ROOT, header, now, slug, write  # noqa: E402
 
 from energyvae.config import load_config  # noqa: E402
 from energyvae.evaluation.features import get_feature_net, to_unit_images  # noqa: E402
@@ -39,7 +39,9 @@ from energyvae.evaluation.sample_metrics import compute_sample_metrics  # noqa: 
 from energyvae.models.priors.schemes.ncp import log_ratio  # noqa: E402
 from energyvae.runs import load_run, train_run  # noqa: E402
 
-OBJECTIVES = {"original (Bernoulli)": "bernoulli", "+EnL": "energy_score", "+FEnL": "fast_energy_score"}
+# +EnL with M = 10 samples (envae_speed.md: 5.5x a VAE step; M = 50 would cost 26x)
+OBJECTIVES = {"original (Bernoulli)": "bernoulli", "+EnL": "{name: energy_score, samples: 10}",
+              "+FEnL": "{name: fast_energy_score}"}
 
 
 def _fid(net, real, fake) -> float:
@@ -112,9 +114,9 @@ def main() -> None:
     net = None
     for label, recon in OBJECTIVES.items():
         for seed in args.seeds:
-            run_dir = ROOT / args.runs / f"{recon}_s{seed}"
+            run_dir = ROOT / args.runs / f"{slug(recon)}_s{seed}"
             total = args.vae_steps + args.classifier_steps
-            cfg = load_config("ncp_digits", [f"model.reconstruction={{name: {recon}}}", f"train.seed={seed}",
+            cfg = load_config("ncp_digits", [f"model.reconstruction={recon}", f"train.seed={seed}",
                                              f"train.steps={total}", f"model.prior.scheme.two_stage_at={args.vae_steps}",
                                              "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}",
                                              "train.eval_every=1000000", "train.checkpoint_every=1000"])
@@ -124,6 +126,7 @@ def main() -> None:
                 from energyvae.data import load_data
                 net, feat = get_feature_net(load_data(cfg.data), seed=0, progress=False)
             res = evaluate(run_dir, seed, args.n, net, likelihood=recon == "bernoulli")
+            res["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
             results.setdefault(label, {})[seed] = res
             print(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
     seconds = now() - t0
@@ -134,13 +137,13 @@ def main() -> None:
                    {"x": {"features": feat, "reference": {"split": "test", "n": args.n}}})
     lines += ["", "Cells: mean ± standard error over seeds. \"NCP − base\" is paired within each run (same "
               "encoder, decoder and seed; only z's prior differs).", "",
-              "| objective | FID_gen base N(0, I) | FID_gen NCP (SIR) | NCP − base | FID_rec | classifier acc. | ln Z (classifier) |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| objective | FID_gen base N(0, I) | FID_gen NCP (SIR) | NCP − base | FID_rec | classifier acc. | ln Z (classifier) | train s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, per in results.items():
         v = lambda k: [per[s][k] for s in seeds]  # noqa: E731
         diff = [per[s]["fid_gen_ncp"] - per[s]["fid_gen_base"] for s in seeds]
         lines.append(f"| {label} | {_pm(v('fid_gen_base'))} | {_pm(v('fid_gen_ncp'))} | {_pm(diff)} | "
-                     f"{_pm(v('fid_rec'))} | {_pm(v('classifier_accuracy'))} | {_pm(v('log_z'))} |")
+                     f"{_pm(v('fid_rec'))} | {_pm(v('classifier_accuracy'))} | {_pm(v('log_z'))} | {_pm(v('train_seconds'))} |")
     orig = results["original (Bernoulli)"]
     lines += ["", "Integration of the energy score, paired per seed against the original loss (same seed):", "",
               "| objective | Δ FID_gen NCP | Δ FID_gen base | Δ FID_rec | Impr. FID_gen NCP |", "|---|---:|---:|---:|---:|"]
