@@ -76,6 +76,9 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                     "from the aggregate posterior: the AIS chains missed the energy's modes, so the NLL "
                     "is not trustworthy")
         lls, bpds = [], []
+        if progress:
+            from tqdm.auto import tqdm
+            inputs = tqdm(inputs, desc=f"IW NLL (K={k})", unit="batch", leave=False)
         for x in inputs:
             x = x.to(dev)
             ll = model.iw_log_likelihood(x, k) - log_z
