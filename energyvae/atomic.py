@@ -5,18 +5,24 @@ or the whole new one, never a partial one. A failed write removes its temporary 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _new_file_mode() -> int:
+    """What open() gives a new file now: 0o666 minus the current umask (0644 under 022), read
+    from /proc where it exists (no umask round-trip that other threads could see)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()        # what open() would give a new file (0644 under umask 022)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object], fsync: bool = False) -> Path:
@@ -24,11 +30,19 @@ def atomic_write(path: str | Path, write: Callable[[str], object], fsync: bool =
     bytes to disk before the rename (checkpoints: a power cut then leaves the old file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:       # mkstemp would make the file 0600; O_EXCL with 0666 lets the umask decide
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
-        os.chmod(tmp, _MODE)          # mkstemp makes 0600: the group may read checkpoints and figures
+        try:          # writers that create their own file (safetensors: 0600) get the usual mode
+            os.chmod(tmp, _new_file_mode())
+        except OSError:
+            pass      # a file system without modes (some FUSE mounts): keep what it gave
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())

@@ -196,14 +196,16 @@ def shipped_configs() -> dict[str, str]:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """``path`` itself when it is a file; else a shipped config of that name (``digits_vae``,
-    ``digits_vae.yaml``, ``configs/digits_vae.yaml``), so a pip user runs
-    ``energyvae train --config digits_vae`` from any folder."""
+    """``path`` itself when it is a file (or ``path.yaml``: a local copy wins); else, for a
+    relative ``NAME`` / ``NAME.yaml`` / ``configs/NAME.yaml``, the shipped config of that name,
+    so a pip user runs ``energyvae train --config digits_vae`` from any folder."""
     p = Path(path)
     if p.is_file():
         return p
+    if p.suffix not in (".yaml", ".yml") and p.with_name(p.name + ".yaml").is_file():
+        return p.with_name(p.name + ".yaml")       # a local copy wins over the shipped config
     name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
-    bare = p.parent == Path(".") or p.parent.name == "configs"
+    bare = not p.is_absolute() and (p.parent == Path(".") or p.parent == Path("configs"))
     if bare and (SHIPPED_DIR / name).is_file():
         return SHIPPED_DIR / name
     hint = " (nor a shipped config: `energyvae configs` lists them)" if bare else ""

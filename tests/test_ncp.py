@@ -101,6 +101,8 @@ def test_ncp_vae_two_stage_trains_and_resumes_exactly(tmp_path, kill_training_at
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / LAST)["model"]
     b = load_checkpoint(tmp_path / "k" / "checkpoints" / LAST)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.step == 20
+    # after the VAE update stops its validation loss is frozen: best follows the latest classifier
+    assert load_checkpoint(tmp_path / "ref" / "checkpoints" / "best.safetensors")["step"] == 20
     # stage 2 (steps 10-19) moves the classifier only: the VAE's weights are those after stage 1
     stage1 = run(cfg(tmp_path / "s1", steps=10)).model.state_dict()
     for k, v in ref.model.state_dict().items():

@@ -173,6 +173,17 @@ def test_cli_version_configs_list_print_config_and_dry_run(tmp_path):
     assert "(default: 64)" in res.stdout
 
 
+def test_a_local_copy_of_a_config_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    from energyvae.config import SHIPPED_DIR, resolve_config_path
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path("digits_vae") == SHIPPED_DIR / "digits_vae.yaml"
+    (tmp_path / "digits_vae.yaml").write_text((SHIPPED_DIR / "digits_vae.yaml").read_text())
+    assert resolve_config_path("digits_vae").resolve() == (tmp_path / "digits_vae.yaml").resolve()
+    from energyvae.errors import ConfigError
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config_path(tmp_path / "elsewhere" / "configs" / "fashion_vae.yaml")   # absolute: no fallback
+
+
 def test_steps_override_replaces_epochs_and_the_later_value_wins(tmp_path):
     from energyvae.config import load_config
     assert (load_config("fashion_vae", ["train.steps=5"]).train.steps, ) == (5, )

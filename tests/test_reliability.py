@@ -236,3 +236,23 @@ def test_kill_minus_9_at_random_instants_then_resume_matches_uninterrupted_run()
     assert "identical to the uninterrupted run" in res.stdout
     landed = int(res.stdout.split(" of ")[0].split()[-1])
     assert landed >= 4, res.stdout
+
+
+def test_checkpoint_tensor_names_never_collide(tmp_path):
+    a, b, c = torch.ones(2), torch.zeros(3), torch.full((1,), 7.0)
+    save_checkpoint(tmp_path / "c.safetensors", {"m": {"1": a, 5: b}, "n": {"a.0": a, "a": [c]}})
+    back = load_checkpoint(tmp_path / "c.safetensors")
+    assert torch.equal(back["m"]["1"], a) and torch.equal(back["m"][5], b)
+    assert torch.equal(back["n"]["a.0"], a) and torch.equal(back["n"]["a"][0], c)
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(tmp_path):
+    import shutil
+    cfg = make_cfg(tmp_path / "r", steps=5)
+    from energyvae.runs import train_run
+    train_run(cfg)
+    shutil.rmtree(tmp_path / "r" / "checkpoints")
+    before = _snapshot(tmp_path / "r")
+    with pytest.raises(CheckpointError, match="finished run without checkpoints"):
+        run(cfg, resume=True)
+    assert _snapshot(tmp_path / "r") == before

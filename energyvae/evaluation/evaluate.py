@@ -25,7 +25,6 @@ per-image file.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -170,7 +169,8 @@ def evaluate_run(run_dir: str | Path, *, metrics=ALL_METRICS, n: int = 2000, ref
     out.mkdir(parents=True, exist_ok=True)
     cfg, data, model = load_run(run_dir, checkpoint, ema=ema, need_data=False)
     to_unit = data.preprocess.to_unit
-    result: dict = {"run": str(run_dir), "checkpoint": checkpoint, "ema": ema, "seed": seed, "metrics": {}}
+    result: dict = {"run": str(run_dir), "checkpoint": checkpoint, "checkpoint_step": _checkpoint_step(run_dir, checkpoint),
+                    "ema": ema, "seed": seed, "metrics": {}}
     m = result["metrics"]
     if not data.available:         # a copied run without its data: only what needs none
         needs_data = [k for k in metrics if k not in DATA_FREE_METRICS]
@@ -292,16 +292,33 @@ _KEYS_OF = {"fid_gen": ("fid_gen",), "fid_rec": ("fid_rec",), "kid": ("kid", "ki
             "cost": ("sec_per_step", "sec_per_image")}
 
 
+def _checkpoint_step(run_dir: Path, checkpoint: str) -> int | None:
+    """The training step of the checkpoint an evaluation reads (its side-car JSON), or None."""
+    from ..train import BEST, LAST
+    folder = run_dir / "checkpoints"
+    name = {"best": BEST, "last": LAST}[checkpoint]
+    if checkpoint == "best" and not (folder / name).exists():
+        name = LAST
+    try:
+        step = json.loads((folder / name).with_suffix(".json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def _merge_previous(out: Path, result: dict, computed: set) -> dict:
     """``evaluate --metrics X`` adds to the run's evaluation instead of erasing it: the metrics
-    of an earlier ``metrics.json`` of the same checkpoint, weights and seed are kept, except
-    those this call recomputed. A different checkpoint / weights / seed starts afresh."""
+    of an earlier ``metrics.json`` of the same checkpoint (name and training step), weights and
+    seed are kept, except those this call recomputed. Anything else starts afresh. (Metric
+    options such as ``--n`` or ``--iw-samples`` are not compared: the notes in metrics.md
+    record each metric's settings.)"""
     path = out / "metrics.json"
     try:
         old = json.loads(path.read_text()) if path.is_file() else None
     except (ValueError, UnicodeDecodeError, OSError):
         old = None
-    same = isinstance(old, dict) and all(old.get(k) == result[k] for k in ("checkpoint", "ema", "seed"))
+    same = isinstance(old, dict) and all(old.get(k) == result[k]
+                                         for k in ("checkpoint", "checkpoint_step", "ema", "seed"))
     if not same or not isinstance(old.get("metrics"), dict):
         return result
     kept = dict(old["metrics"])

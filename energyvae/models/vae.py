@@ -124,7 +124,8 @@ class VAE(HasCalibrators, nn.Module):
             units = "nats per example"
         else:
             units = f"per example; recon is the {type(rec).__name__} objective (not nats), kl in nats"
-        if not getattr(self.prior, "normalized", True):
+        scheme = getattr(self.prior, "scheme", None)
+        if not getattr(self.prior, "normalized", True) and not getattr(scheme, "kl_normalized", False):
             units += "; kl and elbo exclude ln Z of the unnormalised prior"
         return units
 

@@ -45,8 +45,11 @@ def _digests(tensors: dict, meta: str) -> str:
 def _flatten_state(prefix: str, obj: Any, tensors: dict) -> Any:
     """Move every tensor of a nested dict/list into ``tensors``; return the JSON skeleton."""
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().contiguous()
-        return {"__tensor__": prefix}
+        name = prefix
+        while name in tensors:                 # a name another entry already took: keep both
+            name += "~"
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {"__tensor__": name}
     if isinstance(obj, dict):
         items = []
         for i, (k, v) in enumerate(obj.items()):

@@ -259,6 +259,9 @@ class Trainer:
         if not path.exists() and not (self.ckpt_dir / BEST).exists():
             if not self.run_dir.is_dir():
                 raise CheckpointError(f"--resume: no checkpoint at {path} (no run folder {self.run_dir})")
+            if (self.run_dir / "metrics.json").exists():
+                raise CheckpointError(f"--resume: {self.run_dir} holds a finished run without checkpoints; "
+                                      f"nothing to continue (train into another run.dir)")
             warnings.warn(f"{self.run_dir}: no checkpoint to resume from (the run stopped before its "
                           f"first one); starting from step 0", stacklevel=3)
             return
@@ -382,6 +385,13 @@ class Trainer:
             self.ema.update(self.model, self.step)
         return logs
 
+    def _main_update_stopped(self) -> bool:
+        """True after a two-stage model's main update stopped (NCP, EVaLP ``two_stage_at``): its
+        validation loss no longer moves while the later parts (a classifier, a prior) still
+        train, so ``best`` follows the latest evaluation instead of a stage-1 checkpoint."""
+        return any(u.name == self.model.MAIN_UPDATE and u.stop is not None and self.step > u.stop
+                   for u in self.updates) if hasattr(self.model, "MAIN_UPDATE") else False
+
     @torch.no_grad()
     def _tensorboard_images(self, logger: MetricsLogger, n: int = 16) -> None:
         """Samples and reconstructions of the evaluation weights at an evaluation step, under a
@@ -399,6 +409,9 @@ class Trainer:
                 if hasattr(model, "reconstruct"):
                     x = self.data.preprocess(self.data.val.x[:n]).to(self.device)
                     logger.images(self.step, "reconstructions", to_unit(torch.cat([x, model.reconstruct(x)])))
+            except Exception as e:          # a figure must never stop training
+                warnings.warn(f"TensorBoard images at step {self.step} skipped: {type(e).__name__}: {e}",
+                              stacklevel=2)
             finally:
                 model.train(was)
 
@@ -462,7 +475,7 @@ class Trainer:
                     logger.log(self.step, "val", val)
                     self._tensorboard_images(logger)
                     self._postfix["val"] = f"{val['loss']:.3f}"
-                    if val["loss"] < self.best["value"]:
+                    if val["loss"] < self.best["value"] or self._main_update_stopped():
                         self.best = {"metric": "loss", "value": val["loss"], "step": self.step}
                         self._save(BEST, rng)
                 if bar is not None:

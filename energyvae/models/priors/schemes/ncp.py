@@ -78,6 +78,8 @@ def log_ratio(prior, z: torch.Tensor) -> torch.Tensor:
 
 
 class NCPScheme(BindsModel, PriorScheme):      # bound: encodes batches once the VAE update stops
+    kl_normalized = True                       # the VAE's KL is to the normalised base prior
+
     def __init__(self, p: NCPParams, latent_dim: int):
         super().__init__()
         self.p, self.latent_dim = p, latent_dim
