@@ -5,6 +5,7 @@ Finished runs are reused, so an interrupted benchmark continues where it stopped
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import sys
@@ -79,6 +80,16 @@ def cell(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4g}"
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def cell_se(values, fmt: str = ".4g", se_fmt: str = ".2g") -> str:
+    """A table cell: mean ± standard error over seeds (None / NaN values left out; "—" if none)."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values) / math.sqrt(len(values)), se_fmt)}"
 
 
 def table(first: str, columns: list[str], rows: dict) -> list[str]:

@@ -14,15 +14,13 @@ results/envae_speed.md): a CPU-scale check of the direction, not the paper's set
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, run_variants, table, write  # noqa: E402
+from common import ROOT, cell_se, header, now, run_variants, table, write  # noqa: E402
 
 VARIANTS = {"EC-VAE (original)": [],
             "EC-VAE +EnL": ["model.reconstruction={name: energy_score, samples: 10}", "model.kl_weight=0.01"],
@@ -32,11 +30,6 @@ VARIANTS = {"EC-VAE (original)": [],
             "EC-VAE +EnL (lambda x 0.01)": ["model.reconstruction={name: energy_score, samples: 10}",
                                             "model.kl_weight=0.01", "model.calibrators.0.lambda_init=0.3",
                                             "model.calibrators.0.lambda_max=1.0", "model.calibrators.0.eta=0.0001"]}
-
-
-def _pm(v) -> str:
-    return "—" if not v else (f"{v[0]:.4g}" if len(v) == 1 else
-                              f"{statistics.mean(v):.4g} ± {statistics.stdev(v) / math.sqrt(len(v)):.2g}")
 
 
 def main() -> None:
@@ -64,7 +57,7 @@ def main() -> None:
         d_gen = [b - a for a, b in zip(base["fid_gen"], v["fid_gen"])]
         d_rec = [b - a for a, b in zip(base["fid_rec"], v["fid_rec"])]
         impr = [100 * (a - b) / a for a, b in zip(base["fid_gen"], v["fid_gen"])]
-        lines.append(f"| {name} | {_pm(d_gen)} | {_pm(d_rec)} | {_pm(impr)} % |")
+        lines.append(f"| {name} | {cell_se(d_gen)} | {cell_se(d_rec)} | {cell_se(impr)} % |")
     write("ecvae_table2_digits", lines, rows)
 
 

@@ -19,15 +19,13 @@ posterior (one z ~ q(z|x) per test image) and the prior's 1/2/3-sigma circles.
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, envae_overrides, header, now, slug, write  # noqa: E402
+from common import RESULTS, ROOT, cell_se, envae_overrides, header, now, slug, write  # noqa: E402
 
 from energyvae.config import load_config  # noqa: E402
 from energyvae.runs import load_run, train_run  # noqa: E402
@@ -73,10 +71,8 @@ def _pearson(a, b) -> float:
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
 
-def _pm(values) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / math.sqrt(len(values)):.3f}"
+def _cell(values) -> str:
+    return cell_se(values, ".3f", ".3f")
 
 
 def fig6(points: dict, path: Path) -> Path:
@@ -157,7 +153,7 @@ def main() -> None:
     lines += ["", "Correlation over the 180 test images between the uncertainty E||X - X'|| and the loss "
               "E||X - x|| of 16 decodes of z ~ q(z|x); mean ± standard error over seeds.", "",
               "| objective | Pearson | Spearman |", "|---|---:|---:|"]
-    lines += [f"| {label} | {_pm(c['pearson'])} | {_pm(c['spearman'])} |" for label, c in corr.items()]
+    lines += [f"| {label} | {_cell(c['pearson'])} | {_cell(c['spearman'])} |" for label, c in corr.items()]
     lines += ["", f"Figures: `{f6.name}` (scatter, seed {args.seeds[0]}), `{f20.name}` (2-D latent, seed "
               f"{args.seeds[0]})."]
     write("envae_uncertainty_digits", lines, corr)

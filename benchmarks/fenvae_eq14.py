@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, envae_overrides, header, now, slug, write  # noqa: E402
+from common import ROOT, cell_se, envae_overrides, header, now, slug, write  # noqa: E402
 
 from energyvae.config import load_config  # noqa: E402
 from energyvae.errors import DivergenceError  # noqa: E402
@@ -83,15 +82,6 @@ def one_run(variant: str, condition: str, seed: int, args) -> dict:
     return out
 
 
-def _pm(values) -> str:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values) / math.sqrt(len(values)):.2g}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
@@ -124,9 +114,9 @@ def main() -> None:
     for c in CONDITIONS:
         per = res[f"single | {c}"]
         lines.append(f"| {c} | {sum(per[s]['diverged'] for s in seeds)} / {len(seeds)} | "
-                     f"{_pm([per[s]['last_loss'] for s in seeds])} | {_pm([per[s]['min_loss'] for s in seeds])} | "
-                     f"{_pm([per[s].get('logvar') for s in seeds])} | {_pm([per[s].get('fid_rec') for s in seeds])} | "
-                     f"{_pm([per[s].get('fid_gen') for s in seeds])} |")
+                     f"{cell_se([per[s]['last_loss'] for s in seeds])} | {cell_se([per[s]['min_loss'] for s in seeds])} | "
+                     f"{cell_se([per[s].get('logvar') for s in seeds])} | {cell_se([per[s].get('fid_rec') for s in seeds])} | "
+                     f"{cell_se([per[s].get('fid_gen') for s in seeds])} |")
     for c in ("default", args.table5_condition):
         lines += ["", f"## Table 5: noise of the dispersion term, condition \"{c}\"", "",
                   "| variant | diverged | FID_rec | FID_gen | Δ FID_rec vs antithetic (paired) | Δ FID_gen vs antithetic (paired) |",
@@ -136,8 +126,8 @@ def main() -> None:
             per = res[f"{v} | {c}"]
             d = {k: [per[s][k] - anti[s][k] for s in seeds if k in per[s] and k in anti[s]] for k in ("fid_rec", "fid_gen")}
             lines.append(f"| {v} | {sum(per[s]['diverged'] for s in seeds)} / {len(seeds)} | "
-                         f"{_pm([per[s].get('fid_rec') for s in seeds])} | {_pm([per[s].get('fid_gen') for s in seeds])} | "
-                         f"{_pm(d['fid_rec']) if v != 'antithetic' else '—'} | {_pm(d['fid_gen']) if v != 'antithetic' else '—'} |")
+                         f"{cell_se([per[s].get('fid_rec') for s in seeds])} | {cell_se([per[s].get('fid_gen') for s in seeds])} | "
+                         f"{cell_se(d['fid_rec']) if v != 'antithetic' else '—'} | {cell_se(d['fid_gen']) if v != 'antithetic' else '—'} |")
     write("fenvae_eq14_digits", lines, {k: {str(s): v for s, v in per.items()} for k, per in res.items()})
 
 

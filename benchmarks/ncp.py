@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, slug, write  # noqa: E402
+from common import ROOT, cell_se, header, now, slug, write  # noqa: E402
 
 from energyvae.config import load_config  # noqa: E402
 from energyvae.evaluation.features import get_feature_net, to_unit_images  # noqa: E402
@@ -96,14 +95,6 @@ def evaluate(run_dir: Path, seed: int, n: int, net, likelihood: bool) -> dict:
     return out
 
 
-def _pm(values) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values) / math.sqrt(len(values)):.2g}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -151,8 +142,8 @@ def main() -> None:
     for label, per in results.items():
         v = lambda k: [per[s][k] for s in seeds]  # noqa: E731
         diff = [per[s]["fid_gen_ncp"] - per[s]["fid_gen_base"] for s in seeds]
-        lines.append(f"| {label} | {_pm(v('fid_gen_base'))} | {_pm(v('fid_gen_ncp'))} | {_pm(diff)} | "
-                     f"{_pm(v('fid_rec'))} | {_pm(v('classifier_accuracy'))} | {_pm(v('log_z'))} | {_pm(v('train_seconds'))} |")
+        lines.append(f"| {label} | {cell_se(v('fid_gen_base'))} | {cell_se(v('fid_gen_ncp'))} | {cell_se(diff)} | "
+                     f"{cell_se(v('fid_rec'))} | {cell_se(v('classifier_accuracy'))} | {cell_se(v('log_z'))} | {cell_se(v('train_seconds'))} |")
     orig = results["original (Bernoulli)"]
     lines += ["", "Integration of the energy score, paired per seed against the original loss (same seed):", "",
               "| objective | Δ FID_gen NCP | Δ FID_gen base | Δ FID_rec | Impr. FID_gen NCP |", "|---|---:|---:|---:|---:|"]
@@ -160,8 +151,8 @@ def main() -> None:
         per = results[label]
         d = {k: [per[s][k] - orig[s][k] for s in seeds] for k in ("fid_gen_ncp", "fid_gen_base", "fid_rec")}
         impr = [100 * (orig[s]["fid_gen_ncp"] - per[s]["fid_gen_ncp"]) / orig[s]["fid_gen_ncp"] for s in seeds]
-        lines.append(f"| {label} | {_pm(d['fid_gen_ncp'])} | {_pm(d['fid_gen_base'])} | {_pm(d['fid_rec'])} | "
-                     f"{_pm(impr)} % |")
+        lines.append(f"| {label} | {cell_se(d['fid_gen_ncp'])} | {cell_se(d['fid_gen_base'])} | {cell_se(d['fid_rec'])} | "
+                     f"{cell_se(impr)} % |")
     lines += ["", "Test NLL of the Bernoulli runs (nats; IW K = 100, the same draws for both priors, "
               "NCP with the classifier's ln Z), paired per image:", "",
               "| seed | NLL base | NLL NCP | NCP − base (± paired stderr) |", "|---|---:|---:|---:|"]
