@@ -1,6 +1,7 @@
-"""Paper 000 Table 2's plug-in claim on the bases the library has: EC-VAE (the ``ec``
-calibrator) and NCP-VAE (tests/test_ncp.py) train and resume bit-exactly with the original
-loss, +EnL (``energy_score``) and +FEnL (``fast_energy_score``), one config line apart."""
+"""Paper 000 Table 2's plug-in claim on its three bases: EC-VAE (the ``ec`` calibrator), DT-VAE
+(the ``triangle`` calibrator) and NCP-VAE (tests/test_ncp.py) train and resume bit-exactly with
+the original loss, +EnL (``energy_score``) and +FEnL (``fast_energy_score``), one config line
+apart."""
 import pytest
 import torch
 
@@ -9,17 +10,24 @@ from energyvae.train import LAST, load_checkpoint
 from test_trainer import run
 
 
+CALIBRATORS = {"ec": {"name": "ec", "steps": 2, "step_size": 0.1, "noise": 0.003,
+                      "energy": {"name": "mlp", "hidden": [16]}},
+               "triangle": {"name": "triangle", "x_net": {"name": "mlp", "hidden": [16]}, "features": 8,
+                            "hidden": [16]}}
+
+
+@pytest.mark.parametrize("calibrator", sorted(CALIBRATORS))
 @pytest.mark.parametrize("reconstruction", [{"name": "gaussian", "scale": "calibrated"},
                                             {"name": "energy_score", "samples": 4},
                                             {"name": "fast_energy_score"}])
-def test_ecvae_with_each_reconstruction_trains_and_resumes_exactly(tmp_path, kill_training_at, reconstruction):
+def test_base_with_each_reconstruction_trains_and_resumes_exactly(tmp_path, kill_training_at, reconstruction,
+                                                                   calibrator):
     def cfg(d):
         return build_config({
             "run": {"dir": str(d)}, "data": {"name": "digits", "scale": "01"},
             "model": {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
                       "decoder": {"name": "mlp", "hidden": [16]}, "reconstruction": reconstruction,
-                      "calibrators": [{"name": "ec", "steps": 2, "step_size": 0.1, "noise": 0.003,
-                                       "energy": {"name": "mlp", "hidden": [16]}}]},
+                      "calibrators": [CALIBRATORS[calibrator]]},
             "train": {"steps": 12, "batch_size": 32, "eval_every": 4, "checkpoint_every": 4, "log_every": 4,
                       "progress": False, "ema": 0.9}})
     ref = run(cfg(tmp_path / "ref"))

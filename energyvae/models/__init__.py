@@ -11,3 +11,4 @@ def build_model(model_cfg, data_shape, data_kind="image", value_range=None):
 from . import data_ebm  # noqa: F401,E402  (model "data_ebm": the paper-001 Table 10 EBM baselines)
 from . import flow_model  # noqa: F401,E402  (model "flow": EC-Flow, paper 001 Sec. 4.2)
 from . import wgan_critic  # noqa: F401,E402  (calibrator "wgan": VAE + WGAN-GP, paper 001 Table 10)
+from . import divergence_triangle  # noqa: F401,E402  (calibrator "triangle": DT-VAE, Han et al. 2020)
