@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from energyvae.config import load_config
+from energyvae.config import dump_config, load_config
 from energyvae.evaluation.evaluate import evaluate_run
 from energyvae.runs import train_run
 
@@ -37,6 +37,7 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
             cfg = load_config(ROOT / config, [*common, *overrides, f"train.seed={seed}",
                                               "train.progress=false", "eval.iw_samples=0",
                                               f"run.dir={run_dir}"])
+            check_cached(run_dir, cfg)
             if not (run_dir / "metrics.json").exists():   # unfinished: resume its checkpoint, if any
                 train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
             res = evaluate_run(run_dir, n=n, seed=seed, progress=False, metrics=metrics)
@@ -48,6 +49,15 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
                       "features": per_seed[-1].get("features"), "reference": per_seed[-1].get("reference"),
                       "seeds": list(seeds_for(name))}
     return rows
+
+
+def check_cached(run_dir: Path, cfg) -> None:
+    """A reused run folder must hold the run this config asks for (a budget or an override
+    changed since it was trained would otherwise be reported under the new settings)."""
+    saved = run_dir / "config.yaml"
+    if saved.exists() and saved.read_text() != dump_config(cfg):
+        raise SystemExit(f"{run_dir}: the cached run was trained with another config than this "
+                         f"benchmark asks for now; delete the folder or point the benchmark elsewhere")
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell_se, header, now, slug, write  # noqa: E402
+from common import ROOT, cell_se, check_cached, header, now, slug, write  # noqa: E402
 
 from energyvae.config import load_config  # noqa: E402
 from energyvae.evaluation.features import get_feature_net, to_unit_images  # noqa: E402
@@ -95,6 +95,33 @@ def evaluate(run_dir: Path, seed: int, n: int, net, likelihood: bool) -> dict:
     return out
 
 
+def run_ncp(seeds, vae_steps: int, classifier_steps: int, n: int, runs: str, score_kl_weight: float,
+            log=print, config: str = "ncp_digits") -> tuple[dict, dict]:
+    """Train (or reuse) and evaluate every objective x seed: ({label: {seed: result}}, features)."""
+    results, net, feat = {}, None, None
+    for label, recon in OBJECTIVES.items():
+        for seed in seeds:
+            tag = "" if recon == "bernoulli" else f"_kl{score_kl_weight:g}"
+            run_dir = ROOT / runs / f"{slug(recon)}{tag}_s{seed}"
+            total = vae_steps + classifier_steps
+            kl = [] if recon == "bernoulli" else [f"model.kl_weight={score_kl_weight}"]
+            cfg = load_config(config, [f"model.reconstruction={recon}", *kl, f"train.seed={seed}",
+                                             f"train.steps={total}", f"model.prior.scheme.two_stage_at={vae_steps}",
+                                             "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}",
+                                             "train.eval_every=1000000", "train.checkpoint_every=1000"])
+            check_cached(run_dir, cfg)
+            if not (run_dir / "metrics.json").exists():
+                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+            if net is None:
+                from energyvae.data import load_data
+                net, feat = get_feature_net(load_data(cfg.data), seed=0, progress=False)
+            res = evaluate(run_dir, seed, n, net, likelihood=recon == "bernoulli")
+            res["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
+            results.setdefault(label, {})[seed] = res
+            log(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()))
+    return results, feat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -107,27 +134,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = now()
-    results = {}
-    net = None
-    for label, recon in OBJECTIVES.items():
-        for seed in args.seeds:
-            tag = "" if recon == "bernoulli" else f"_kl{args.score_kl_weight:g}"
-            run_dir = ROOT / args.runs / f"{slug(recon)}{tag}_s{seed}"
-            total = args.vae_steps + args.classifier_steps
-            kl = [] if recon == "bernoulli" else [f"model.kl_weight={args.score_kl_weight}"]
-            cfg = load_config("ncp_digits", [f"model.reconstruction={recon}", *kl, f"train.seed={seed}",
-                                             f"train.steps={total}", f"model.prior.scheme.two_stage_at={args.vae_steps}",
-                                             "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}",
-                                             "train.eval_every=1000000", "train.checkpoint_every=1000"])
-            if not (run_dir / "metrics.json").exists():
-                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
-            if net is None:
-                from energyvae.data import load_data
-                net, feat = get_feature_net(load_data(cfg.data), seed=0, progress=False)
-            res = evaluate(run_dir, seed, args.n, net, likelihood=recon == "bernoulli")
-            res["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
-            results.setdefault(label, {})[seed] = res
-            print(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
+    results, feat = run_ncp(args.seeds, args.vae_steps, args.classifier_steps, args.n, args.runs,
+                            args.score_kl_weight, log=lambda s: print(s, flush=True))
     seconds = now() - t0
     seeds = args.seeds
     lines = header("NCP-VAE on digits: original loss, +EnL, +FEnL (paper 000 Table 2, NCP rows)",
