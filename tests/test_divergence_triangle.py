@@ -53,7 +53,8 @@ def gauss_entropy(s):
     return 0.5 * (s.shape[0] * (1 + LOG_2PI) + torch.logdet(s))
 
 
-def build(seed, sigma=0.7, entropy="triangle"):
+def build(seed, sigma=0.7, entropy="triangle", energy_l2=0.0):
+    """The linear-Gaussian DT-VAE; energy_l2 0: the triangle (T) alone."""
     torch.manual_seed(seed)                        # the calibrator's private seed
     gen = torch.Generator().manual_seed(seed)
     enc = nn.Linear(D, 2 * M).double()
@@ -63,7 +64,7 @@ def build(seed, sigma=0.7, entropy="triangle"):
             p.copy_(0.6 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
         enc.weight[M:] = 0.0                       # logvar = bias only: q(z|x) = N(Cx + c, diag s^2)
     energy = Quadratic(gen)
-    tri = DivergenceTriangle(TriangleParams(entropy=entropy), energy)
+    tri = DivergenceTriangle(TriangleParams(entropy=entropy, energy_l2=energy_l2), energy)
     model = VAE.from_parts((D,), M, encoder=enc, decoder=dec,
                            reconstruction={"name": "gaussian", "scale": "fixed", "init_scale": sigma},
                            calibrators=[tri], data_kind="vector").double()
@@ -202,3 +203,61 @@ def test_weight_zero_trains_the_plain_vae_bit_for_bit(tmp_path):
 def test_bad_parameters_are_config_errors(bad, msg):
     with pytest.raises(ConfigError, match=msg):
         TriangleParams(**bad)
+
+
+def test_term_is_linear_in_the_weight_and_equal_on_the_gradient_path():
+    """The VAE update's term with gradients on (the frozen-parameter path) equals the no-grad value,
+    and scales with ``weight``."""
+    values = {}
+    for w in (1.0, 0.5):
+        model, *_ = build(5)
+        tri = model.calibrators[0]
+        tri.weight = w
+        x = torch.randn(256, D, dtype=torch.float64)
+        for grad in (True, False):
+            torch.manual_seed(7)
+            q = model.encode(x)
+            state = {"step": 3, "z": q.rsample(), "posterior": q}
+            with torch.set_grad_enabled(grad):
+                term, _ = tri.vae_loss_term(model, x, state)
+            values[w, grad] = float(term.detach())
+    assert values[1.0, True] == pytest.approx(values[1.0, False], rel=1e-12)
+    assert values[0.5, True] == pytest.approx(0.5 * values[1.0, True], rel=1e-12)
+
+
+def test_multi_sample_posteriors_pair_each_draw_with_its_own_image():
+    x = torch.arange(6, dtype=torch.float64).reshape(3, 2)
+    z = torch.randn(4, 3, M, dtype=torch.float64)               # [M draws, B, m]
+    xs, zs = DivergenceTriangle.pairs(x, z)
+    assert xs.shape == (12, D) and zs.shape == (12, M)
+    for j in range(4):
+        for b in range(3):
+            assert torch.equal(xs[3 * j + b], x[b]) and torch.equal(zs[3 * j + b], z[j, b])
+
+
+def test_energy_regulariser_is_c_times_the_two_mean_squares():
+    model, _, _, energy = build(6)
+    tri = model.calibrators[0]
+    x = torch.randn(128, D, dtype=torch.float64)
+    state = {"step": 0}
+    model("vae", x, state)
+    xq, zq, xg, zg = state["triangle_pairs"]
+    e_d, e_g = energy(xq, zq), energy(xg, zg)
+    for c in (0.0, 0.3):
+        tri.energy_l2 = c
+        loss, logs = tri.update_loss("triangle", x, state)
+        expected = e_d.mean() - e_g.mean() + c * (e_d.pow(2).mean() + e_g.pow(2).mean())
+        assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
+        assert float(logs["gap"]) == pytest.approx(float(e_g.mean() - e_d.mean()), rel=1e-10)
+
+
+def test_an_energy_with_batch_norm_is_refused():
+    class WithBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(D + M)
+
+        def forward(self, x, z):
+            return self.bn(torch.cat([x, z], -1)).sum(-1)
+    with pytest.raises(ConfigError, match="batch norm"):
+        DivergenceTriangle(TriangleParams(), WithBN())

@@ -49,12 +49,14 @@ with z' detached (its term trains the decoder) and z_q the VAE update's own post
 Choices the triangle leaves open (ours, each tested or measured):
 - The generated x of a pair is the decoder's mean g(z') (``model.generate``, as ``ec`` and
   ``wgan`` use), the sigma -> 0 limit of p_theta(x|z); the term E_P ln p_theta(x|z) of
-  (T-theta) is then the decoder entropy's constant and is dropped. The same mean serves every
+  (T-theta) is then dropped: it is minus the decoder's entropy, a constant for a fixed scale
+  (with a learned or calibrated scale it depends on sigma, so dropping it is an approximation). The same mean serves every
   reconstruction objective, so +EnL / +FEnL (paper 000, Appendix 6.4) only replace
   -E_q ln p_theta(x|z) in KL(Q || P) by the energy score, the one config line
   ``model.reconstruction``.
-- ``entropy``: ``triangle`` adds H(q) as (T-phi) says, so the encoder's entropy cancels against
-  the ELBO's when ``kl_weight`` is 1; ``elbo`` (default) keeps the ELBO's entropy bonus, what
+- ``entropy``: ``triangle`` adds w H(q) as (T-phi) says, so the encoder's entropy cancels against
+  the ELBO's when ``weight`` equals ``kl_weight`` (both 1 in (T); with a smaller KL weight the
+  net entropy term becomes a penalty); ``elbo`` (default) keeps the ELBO's entropy bonus, what
   the authors' 2019 code does (its inference net trains on the full VAE loss). Why the default
   departs from (T): without the entropy the posteriors collapse toward points (the logged
   ``triangle/entropy`` falls to tens of nats below zero within a few hundred digits steps, and
@@ -65,22 +67,30 @@ Choices the triangle leaves open (ours, each tested or measured):
   default the MLP) to ``features`` outputs, h_z = Linear(m, features) + LeakyReLU(0.2), head an
   MLP (``hidden``) to one output; identity energy form (the 2019 code's default).
 - (T-alpha) is unbounded once the EBM separates the two sets, and it does not see the energy's
-  offset, which drifts (on digits the data pairs' energy falls steadily over a 4000-step run while
-  the gap E_P - E_Q grows slowly; training stays finite). ``energy_l2`` c adds c * mean(E^2) over
-  both sets to L_alpha (the regulariser of Du & Mordatch 2019) and pins the offset; default 0,
-  as the 2019 code: with c = 0.1 the offset stayed put but FID_gen (train reference, one seed)
-  was worse. The update's gradient norm is clipped at ``grad_clip`` (the 2019 code clips at 100).
+  offset. ``energy_l2`` c adds c (mean_data E^2 + mean_gen E^2) to L_alpha (the regulariser of
+  Du & Mordatch 2019), whose optimum per pair is E = -1/(2c) on data pairs and +1/(2c) on
+  generated ones: the gap E_P - E_Q is bounded by 1/c and the offset pinned. Default c = 0.05
+  (gap <= 20). Why not 0 (the 2019 code): on Fashion-MNIST, 1000-step runs with c = 0 can blow
+  up: on one seed of three the EBM's gap grew by three orders of magnitude within about 100
+  steps, its gradient norm with it, and the critic term wrecked the decoder; the same seed with
+  c = 0.05 trained smoothly (the "DT-VAE, energy_l2 = 0" rows of benchmarks/envae_table2.py
+  show it per seed). On digits c = 0 lets the data pairs' energy drift down steadily over 4000
+  steps without blowing up. The update's gradient norm is also clipped at ``grad_clip`` (the
+  2019 code clips at 100), which alone did not prevent the blow-up.
+- The EBM must be per-example (no batch norm: data and generated pairs share its batch, and the
+  VAE update evaluates it too); an ``x_net`` with a BatchNorm layer is a ConfigError.
 - Adam lr 1e-4, betas (0.5, 0.999) for the EBM (the 2019 code's e_lr and beta1).
 - Posterior samples with leading sample dimensions ([M, B, m], the energy score's M draws) pair
   with x repeated M times.
 
 Logs: ``triangle/critic`` = E_P[E] (VAE update), ``triangle/inference`` = E_Q[E] at the
-encoder's samples, ``triangle/entropy`` = mean H(q); ``triangle/loss`` = L_alpha,
+encoder's samples, ``triangle/entropy`` = mean H(q) added (0 with ``entropy: elbo``); ``triangle/loss`` = L_alpha,
 ``triangle/gap`` = E_P[E] - E_Q[E] (> 0: the EBM tells generated pairs from data pairs),
 ``triangle/e_data``, ``triangle/e_gen`` (EBM update).
 
 Randomness: z' comes from the private stream of ``energy_calibration.private_rng``, so with w = 0
-training equals the plain VAE's bit for bit, and resume is exact.
+training equals the plain VAE's bit for bit (for a prior whose ``sample`` draws only random
+numbers; z' is still drawn, for the EBM update), and resume is exact.
 """
 from __future__ import annotations
 
@@ -90,6 +100,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nets import ENCODERS
 from ..nets.mlp import check_activation, make_activation
 from ..registry import check
@@ -127,6 +138,10 @@ class DivergenceTriangle(PrivateSeed, Calibrator):
 
     def __init__(self, p: "TriangleParams", energy: nn.Module):
         super().__init__()
+        bn = [k for k, m in energy.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bn:
+            raise ConfigError(f"triangle: the EBM must not use batch norm (data and generated pairs share "
+                              f"its batch; module docstring), found {bn}")
         self.energy = energy
         self.weight, self.entropy_mode, self.energy_l2 = p.weight, p.entropy, p.energy_l2
         self.lr, self.betas, self.grad_clip = p.lr, tuple(p.betas), p.grad_clip
@@ -174,7 +189,7 @@ class DivergenceTriangle(PrivateSeed, Calibrator):
         e_data, e_gen = e[:n].mean(), e[n:].mean()
         loss = e_data - e_gen
         if self.energy_l2:
-            loss = loss + self.energy_l2 * e.pow(2).mean()
+            loss = loss + self.energy_l2 * (e[:n].pow(2).mean() + e[n:].pow(2).mean())
         return loss, {"loss": loss.detach(), "gap": (e_gen - e_data).detach(), "e_data": e_data.detach(),
                       "e_gen": e_gen.detach()}
 
@@ -187,7 +202,7 @@ class TriangleParams:
     features: int = 128
     hidden: list[int] = field(default_factory=lambda: [256])
     activation: str = "leaky_relu"
-    energy_l2: float = 0.0                # c * mean(E^2) in L_alpha
+    energy_l2: float = 0.05               # c of c (mean_data E^2 + mean_gen E^2) in L_alpha
     lr: float = 1e-4                      # EBM Adam (the 2019 code's e_lr, beta1)
     betas: tuple[float, float] = (0.5, 0.999)
     grad_clip: float | None = 100.0       # the 2019 code's max_normE
