@@ -173,6 +173,12 @@ class HasCalibrators:
             part.after_update(update, state)
 
 
+def batch_norm_layers(net: nn.Module) -> list[str]:
+    """Names of ``net``'s batch-norm layers: a critic or EBM that scores data and generated
+    examples in one batch (WGAN-GP's per-example penalty, DT-VAE's pairs) must have none."""
+    return [n for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @dataclass
 class ModelContext:
     """What a model builder gets to know about the data."""

@@ -104,7 +104,7 @@ from ..errors import ConfigError
 from ..nets import ENCODERS
 from ..nets.mlp import check_activation, make_activation
 from ..registry import check
-from .base import CALIBRATORS, Calibrator, UpdateSpec
+from .base import CALIBRATORS, Calibrator, UpdateSpec, batch_norm_layers
 from .energy_calibration import PrivateSeed
 
 __all__ = ["JointEnergy", "DivergenceTriangle", "TriangleParams"]
@@ -138,7 +138,7 @@ class DivergenceTriangle(PrivateSeed, Calibrator):
 
     def __init__(self, p: "TriangleParams", energy: nn.Module):
         super().__init__()
-        bn = [k for k, m in energy.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        bn = batch_norm_layers(energy)
         if bn:
             raise ConfigError(f"triangle: the EBM must not use batch norm (data and generated pairs share "
                               f"its batch; module docstring), found {bn}")

@@ -69,7 +69,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets.energy import DATA_ENERGIES
 from ..registry import check
-from .base import CALIBRATORS, Calibrator, UpdateSpec
+from .base import CALIBRATORS, Calibrator, UpdateSpec, batch_norm_layers
 from .energy_calibration import PrivateSeed
 
 __all__ = ["WGANCritic", "WGANParams"]
@@ -78,7 +78,7 @@ _CALL_VAE, _CALL_CRITIC = 0, 1           # private-stream call ids of the two up
 
 
 def _reject_batch_norm(critic: nn.Module) -> None:
-    bn = [n for n, m in critic.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bn = batch_norm_layers(critic)
     if bn:
         raise ConfigError(f"wgan: the critic must not use batch norm (the gradient penalty is per "
                           f"example; Gulrajani et al. 2017, Sec. 4), found {bn}")
