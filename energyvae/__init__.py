@@ -1,5 +1,9 @@
 """energyvae: energy-based variational autoencoders in PyTorch.
 
+Docstrings cite papers by key (paper 000, 001, 002, 003, NCP-VAE, DT-VAE) and equations and
+sections of ``docs/methods.md``, where the paper key gives each full reference; the package's
+layer order is in :mod:`energyvae.layers` (docs/layout.md).
+
 The public Python API (imported lazily, so ``import energyvae`` and the CLI start fast)::
 
     from energyvae import VAE, Trainer, load_config, train_run, load_run, energy_score
@@ -36,8 +40,8 @@ _EXPORTS = {
     # configs, data, training, runs, evaluation
     "Config": "energyvae.config", "load_config": "energyvae.config", "build_config": "energyvae.config",
     "shipped_configs": "energyvae.config", "DataConfig": "energyvae.data", "load_data": "energyvae.data",
-    "Trainer": "energyvae.train", "train_run": "energyvae.runs", "load_run": "energyvae.runs",
-    "prepare": "energyvae.runs", "evaluate_run": "energyvae.evaluation.evaluate",
+    "Trainer": "energyvae.train", "train_run": "energyvae.commands.train", "load_run": "energyvae.runs",
+    "prepare": "energyvae.runs", "evaluate_run": "energyvae.commands.evaluate",
     "Registry": "energyvae.registry", "load_plugins": "energyvae.registry",
     "EnergyVAEError": "energyvae.errors", "ConfigError": "energyvae.errors",
     "DataError": "energyvae.errors", "CheckpointError": "energyvae.errors",

@@ -25,7 +25,7 @@ from .errors import EnergyVAEError
 
 def _cmd_train(args) -> int:
     from .config import load_config
-    from .runs import train_run
+    from .commands.train import train_run
 
     overrides = list(args.overrides)
     resume_dir = None
@@ -135,14 +135,16 @@ def _cmd_list(args) -> int:
 
 def _cmd_sample(args) -> int:
     import torch
-    from .runs import load_run, save_samples
+    from .commands.sample import save_samples
+    from .runs import load_run
 
-    cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema, need_data=False)
+    cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema, need_data=False,
+                                spec_only=True)
     model.to(_device(args.device))
     torch.manual_seed(args.seed)
     out = Path(args.out or Path(args.run) / (f"samples_mcmc{args.mcmc}.png" if args.mcmc else "samples.png"))
     print(save_samples(out, model, data, args.n, mcmc=args.mcmc))
-    from .evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+    from .evaluation.model_metrics import describe_diagnostics, prior_sampler_diagnostics
     diag = prior_sampler_diagnostics(model, n=max(args.n, 256), seed=args.seed)
     if diag is not None:
         print("prior " + describe_diagnostics(diag))
@@ -151,7 +153,8 @@ def _cmd_sample(args) -> int:
 
 def _cmd_reconstruct(args) -> int:
     import torch
-    from .runs import load_run, save_reconstructions
+    from .commands.sample import save_reconstructions
+    from .runs import load_run
 
     cfg, data, model = load_run(args.run, args.checkpoint, ema=not args.no_ema)
     model.to(_device(args.device))
@@ -162,7 +165,7 @@ def _cmd_reconstruct(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation.evaluate import evaluate_run
+    from .commands.evaluate import evaluate_run
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     res = evaluate_run(args.run, metrics=metrics, n=args.n, reference=args.reference,
@@ -193,7 +196,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_restore(args) -> int:
-    from .restoration.files import restore_files
+    from .commands.restore import restore_files
 
     res = restore_files(args.run, args.task, args.input, args.out, method=args.method, mask=args.mask,
                         fraction=args.fraction, mask_file=args.mask_file, degraded=args.degraded,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .errors import ConfigError
 
@@ -98,6 +98,37 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+class Spec(NamedTuple):
+    """A validated spec: the registered name and its params dataclass (what
+    :meth:`Registry.parse` returns, and what :meth:`Registry.build` builds without parsing again)."""
+    name: str
+    params: Any
+
+
+_KEPT = "_parsed_specs"
+
+
+def keep_parsed(owner: Any, key: str, registry: "Registry", where: str) -> Spec:
+    """Validate the nested spec ``owner.<key>`` (``key`` may index a list: ``"calibrators.0"``)
+    with ``registry`` and keep the resulting :class:`Spec` on ``owner`` (a params dataclass, in
+    its ``__post_init__``), so the builder uses it (:func:`parsed`) instead of parsing the raw
+    mapping a second time. The raw mapping stays the field's value (it is what a run's
+    ``config.yaml`` records)."""
+    attr, _, index = key.partition(".")
+    value = getattr(owner, attr)
+    spec = registry.parse(value[int(index)] if index else value, where)
+    owner.__dict__.setdefault(_KEPT, {})[key] = spec
+    return spec
+
+
+def parsed(owner: Any, key: str) -> Spec:
+    """The :class:`Spec` that :func:`keep_parsed` kept for ``owner.<key>``."""
+    try:
+        return owner.__dict__[_KEPT][key]
+    except KeyError:
+        raise KeyError(f"{type(owner).__name__}.{key}: not validated (keep_parsed in __post_init__)") from None
+
+
 @dataclasses.dataclass
 class Entry:
     name: str
@@ -158,6 +189,10 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's temporary part; a plugin's teardown)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         load_plugins()
         return sorted(self._entries)
@@ -178,17 +213,21 @@ class Registry:
                               f"(choose from: {', '.join(self.names())})")
         return self._entries[name]
 
-    def parse(self, spec: dict | str, where: str) -> tuple[str, Any]:
-        """Validate a ``{name: ..., **params}`` spec; return (name, params dataclass)."""
+    def parse(self, spec: dict | str | Spec, where: str) -> Spec:
+        """Validate a ``{name: ..., **params}`` spec (or a bare name); return its :class:`Spec`,
+        ``(name, params dataclass)``. A :class:`Spec` is returned as it is (already validated)."""
+        if isinstance(spec, Spec):
+            return spec
         if isinstance(spec, str):
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
         rest = {k: v for k, v in spec.items() if k != "name"}
         entry = self.entry(spec["name"], where)
-        return entry.name, parse_params(entry.params, rest, where)
+        return Spec(entry.name, parse_params(entry.params, rest, where))
 
-    def build(self, spec: dict | str, where: str = "", **context):
-        """Validate ``spec`` and call the registered builder with its params and ``context``."""
+    def build(self, spec: dict | str | Spec, where: str = "", *args, **context):
+        """Call the registered builder with the spec's params and ``context`` (a raw spec is
+        validated first; a :class:`Spec` is not parsed again)."""
         name, params = self.parse(spec, where or self.kind)
-        return self._entries[name].builder(params, **context)
+        return self._entries[name].builder(params, *args, **context)

@@ -6,7 +6,7 @@ jointly with the digits VAE, sampled by Gibbs-Langevin; the sampler's mixing dia
 import shutil
 
 from energyvae import load_config, load_run, train_run
-from energyvae.evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+from energyvae.evaluation.model_metrics import describe_diagnostics, prior_sampler_diagnostics
 
 prior = "model.prior={name: ebm, energy: {name: grbm, hidden: 16}, scheme: {name: ssm, lr: 2.0e-4}}"
 cfg = load_config("digits_vae", ["train.steps=300", "train.progress=false", "eval.iw_samples=0",

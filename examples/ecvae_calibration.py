@@ -7,7 +7,7 @@ import shutil
 import torch
 
 from energyvae import load_config, load_run, train_run
-from energyvae.runs import save_samples
+from energyvae.commands.sample import save_samples
 
 cfg = load_config("ecvae_digits", ["train.steps=60", "train.progress=false", "eval.iw_samples=0",
                                    "train.eval_every=60", "train.checkpoint_every=60",

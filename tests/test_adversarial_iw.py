@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from energyvae.models.posterior import DiagGaussian
-from energyvae.models.priors.ebm import PRIOR_SCHEMES, EBMPrior, LatentSampler
+from energyvae.models.priors.ebm import LATENT_SAMPLERS, PRIOR_SCHEMES, EBMPrior
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -26,7 +26,7 @@ class GaussianEnergy(nn.Module):
 
 
 def ebm(energy, scheme):
-    return EBMPrior(energy, PRIOR_SCHEMES.build(scheme, latent_dim=2, energy=energy), LatentSampler(), 2)
+    return EBMPrior(energy, PRIOR_SCHEMES.build(scheme, latent_dim=2, energy=energy), LATENT_SAMPLERS.build("langevin", latent_dim=2), 2)   # unused: the schemes sample
 
 
 def adversarial_prior(**params):
@@ -185,7 +185,8 @@ def test_iw_energy_is_stepped_by_the_vae_update():
 ])
 def test_vae_with_ebm_prior_trains(tmp_path, scheme, posterior):
     from energyvae.config import load_config
-    from energyvae.runs import load_run, train_run
+    from energyvae.commands.train import train_run
+    from energyvae.runs import load_run
 
     cfg = load_config("configs/toy2d_vae.yaml", [
         f"run.dir={tmp_path}", "data.n_points=1000", f"model.posterior={{name: {posterior}}}",

@@ -1,16 +1,11 @@
-"""Annealed importance sampling (energyvae.evaluation.ais) against exactly known ln Z."""
+"""Annealed importance sampling (energyvae.mcmc.ais) against exactly known ln Z."""
 import math
 
 import pytest
 import torch
 
-from energyvae.evaluation.ais import (
-    AISResult,
-    ais_log_partition,
-    annealing_schedule,
-    grbm_energy,
-    grbm_exact_log_partition,
-)
+from energyvae.mcmc.ais import AISResult, ais_log_partition, annealing_schedule
+from energyvae.mcmc.grbm import grbm_energy, grbm_exact_log_partition
 
 # Settings per transition: cheap but accurate (about 1 s per run on one CPU core).
 CFG = {"hmc": dict(n_temps=500, n_leapfrog=5), "mala": dict(n_temps=1000)}

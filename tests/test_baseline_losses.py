@@ -74,7 +74,7 @@ def test_l2_l1_are_plain_sums_with_weight():
 
 
 def test_ssim_is_unit_range_ssim_of_sigmoid_output():
-    from energyvae.evaluation.restoration import ssim
+    from energyvae.imaging.quality import ssim
     x, out = torch.rand(3, 3, 16, 16), torch.randn(3, 3, 16, 16)
     rec = build({"name": "ssim", "weight": 3.0}, (3, 16, 16))
     assert torch.allclose(rec.score(x, out), 3 * (1 - ssim(torch.sigmoid(out), x, 1.0)))

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from energyvae.config import load_config
-from energyvae.runs import train_run
+from energyvae.commands.train import train_run
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 FASHION = Path("/usr/share/datasets/fashion-mnist")

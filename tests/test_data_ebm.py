@@ -14,7 +14,8 @@ from energyvae.config import build_config, load_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models import build_model
 from energyvae.models.data_ebm import DataEBM, energy_score
-from energyvae.runs import load_run, prepare, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import load_run, prepare
 from energyvae.train import LAST, Trainer, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import torch
 
 from energyvae.config import load_config
 from energyvae.errors import ConfigError
-from energyvae.evaluation.ais import grbm_exact_log_partition
+from energyvae.mcmc.grbm import grbm_exact_log_partition
 from energyvae.models.base import PRIORS
 from energyvae.models.priors.ebm import ENERGIES, LATENT_SAMPLERS
 from energyvae.models.priors.schemes.ssm import sliced_score_matching_loss

@@ -12,7 +12,8 @@ from energyvae.config import build_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models import ModelContext, build_model
 from energyvae.models.flow_model import FlowModel, FlowModelParams
-from energyvae.runs import load_run, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import load_run
 from helpers import (ROOT, TINY_TRAIN, assert_mcmc_sampling, assert_resume_exact, assert_same_weights,
                      fit_recording_calibrators)
 
@@ -196,7 +197,7 @@ def test_ecflow_digits_end_to_end_resume_exact_nll_and_mcmc_sampling(tmp_path, k
     assert_resume_exact(_ecflow_digits_cfg, ref_dir, run_dir, kill_training_at)
     assert_mcmc_sampling(ref_dir, tmp_path)
 
-    from energyvae.evaluation.evaluate import evaluate_run   # VAE-only metrics are skipped, not crashed
+    from energyvae.commands.evaluate import evaluate_run   # VAE-only metrics are skipped, not crashed
     res = evaluate_run(ref_dir, metrics=("nll", "latent", "holes", "figures"), n=16, nll_examples=50,
                        checkpoint="last", seed=cfg.train.seed, progress=False)
     assert set(res["skipped"]) == {"latent", "holes"} and res["metrics"]["nll"] == pytest.approx(exact["nll"])

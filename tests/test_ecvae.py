@@ -10,7 +10,8 @@ from energyvae.config import build_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models.base import CALIBRATORS
 from energyvae.models.energy_calibration import conditional_langevin
-from energyvae.runs import prepare, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import prepare
 from helpers import (ROOT, assert_mcmc_sampling, assert_resume_exact, assert_same_weights, fit_recording_calibrators,
                      tiny_vae_cfg)
 

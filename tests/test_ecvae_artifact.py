@@ -24,7 +24,8 @@ import torch
 
 from energyvae.config import load_config
 from energyvae.evaluation.features import to_unit_images
-from energyvae.runs import load_run, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import load_run
 from energyvae.train.logger import read_metrics
 from energyvae.viz.analysis import lattice_power_fraction
 

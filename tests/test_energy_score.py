@@ -20,7 +20,8 @@ from energyvae.models.reconstruction.energy_score import (
     DECODE_LATENTS, EnergyScore, FastEnergyScore, auto_chunk, auto_decode_chunk, energy_score,
     energy_score_terms, fast_energy_score_terms, pairwise_mean)
 from energyvae.models.vae import VAEParams
-from energyvae.runs import prepare, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import prepare
 from energyvae.train import Trainer
 
 F64 = torch.float64

@@ -14,7 +14,7 @@ from energyvae.errors import ConfigError
 from energyvae.evaluation.prior_holes import log_aggregate_posterior, prior_hole_metrics
 from energyvae.models import build_model
 from energyvae.models.posterior import DiagGaussian
-from energyvae.models.priors.ebm import PRIOR_SCHEMES, EBMPrior, LatentSampler
+from energyvae.models.priors.ebm import LATENT_SAMPLERS, PRIOR_SCHEMES, EBMPrior
 from energyvae.models.priors.sampler_nets import FlowSampler, ImplicitSampler, knn_entropy
 
 LOG_2PI = math.log(2 * math.pi)
@@ -93,7 +93,7 @@ def mmd_permutation_test(x, y, perms=200):
 
 def ebm(energy, m=2, **scheme):
     scheme = PRIOR_SCHEMES.build({"name": "evalp", **scheme}, latent_dim=m)
-    return EBMPrior(energy, scheme, LatentSampler(), m)
+    return EBMPrior(energy, scheme, LATENT_SAMPLERS.build("langevin", latent_dim=m), m)   # unused: S samples
 
 
 @pytest.mark.parametrize("net,lr,steps", [("flow", 1e-2, 400), ("implicit", 3e-3, 600)])
@@ -236,7 +236,8 @@ def toy_cfg(run_dir, scheme, steps=40, every=40):
 
 
 def test_joint_training_end_to_end(tmp_path):
-    from energyvae.runs import load_run, train_run
+    from energyvae.commands.train import train_run
+    from energyvae.runs import load_run
     from energyvae.train.logger import read_metrics
 
     out = train_run(toy_cfg(tmp_path, "sampler_net: implicit, gradient_penalty: 1.0"))

@@ -63,7 +63,7 @@ def test_evaluate_mse_is_the_mean_per_pixel_reconstruction_error(tmp_path):
     import numpy as np
     import torch
 
-    from energyvae.evaluation.evaluate import evaluate_run
+    from energyvae.commands.evaluate import evaluate_run
     from energyvae.runs import load_run
 
     run = tmp_path / "run"

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from energyvae.evaluation.mcmc_diagnostics import chain_diagnostics, effective_sample_size, split_rhat
+from energyvae.mcmc.diagnostics import chain_diagnostics, effective_sample_size, split_rhat
 from energyvae.models.priors.ebm import ENERGIES, LATENT_SAMPLERS
 
 from test_ebm_prior import grbm_moments
@@ -98,7 +98,7 @@ def test_split_rhat_and_ess_on_known_cases():
 
 
 def test_drift_flags_chains_still_moving_and_passes_stationary_ones():
-    from energyvae.evaluation.mcmc_diagnostics import drift_z
+    from energyvae.mcmc.diagnostics import drift_z
     g = torch.Generator().manual_seed(4)
     still = torch.randn(200, 1000, generator=g, dtype=torch.float64)
     assert abs(drift_z(still)) < 4
@@ -110,7 +110,7 @@ def test_drift_flags_chains_still_moving_and_passes_stationary_ones():
 
 def test_the_default_sampler_is_mala_for_every_energy_and_reports_a_diagnostic(tmp_path):
     from energyvae.config import load_config
-    from energyvae.evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+    from energyvae.evaluation.model_metrics import describe_diagnostics, prior_sampler_diagnostics
     from energyvae.runs import prepare
     for energy, name in (("grbm", "MALA"), ("tilted", "MALA")):
         cfg = load_config("configs/toy2d_vae.yaml", [
@@ -126,7 +126,7 @@ def test_the_default_sampler_is_mala_for_every_energy_and_reports_a_diagnostic(t
 
 def test_the_diagnostic_says_when_a_scheme_generates_without_the_sampler(tmp_path):
     from energyvae.config import load_config
-    from energyvae.evaluation.evaluate import describe_diagnostics, prior_sampler_diagnostics
+    from energyvae.evaluation.model_metrics import describe_diagnostics, prior_sampler_diagnostics
     from energyvae.runs import prepare
     cfg = load_config("configs/toy2d_vae.yaml", [
         "data.n_points=200", f"run.dir={tmp_path}",

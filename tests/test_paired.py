@@ -14,7 +14,7 @@ import yaml
 
 from energyvae.cli import main as cli_main
 from energyvae.config import build_config
-from energyvae.evaluation.evaluate import evaluate_run
+from energyvae.commands.evaluate import evaluate_run
 from energyvae.evaluation.paired import nats_to_bits_per_dim, paired_difference
 from energyvae.evaluation.report import build_report, load_run, paired_nll_comparisons
 from energyvae.runs import prepare

@@ -103,7 +103,8 @@ def test_wheel_trains_a_shipped_config_by_name_and_samples_without_the_data(inst
     data.unlink()                                              # the run moves to a machine without it
     res = _outside(installed, tmp_path, "sample", "run", "--n", 4, "--out", "s.png")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "s.png").stat().st_size > 0 and "not available" in res.stderr
+    # sampling reads only the run's data.json: the data is never loaded, so nothing to warn about
+    assert (tmp_path / "s.png").stat().st_size > 0 and "Traceback" not in res.stderr
     res = _outside(installed, tmp_path, "reconstruct", "run")        # needs the data: one line
     assert res.returncode == 2 and "x.npz" in res.stderr.splitlines()[-1]
     res = _outside(installed, tmp_path, "evaluate", "run", "--metrics", "mse")

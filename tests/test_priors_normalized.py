@@ -137,7 +137,7 @@ def test_flow_prior_integrates_to_one_and_samples_match_its_density():
 @pytest.mark.parametrize("prior", ["vamp", "flow"])
 def test_vae_with_normalized_prior_trains(tmp_path, prior):
     from energyvae.config import load_config
-    from energyvae.runs import train_run
+    from energyvae.commands.train import train_run
 
     spec = "{name: vamp, components: 8}" if prior == "vamp" else "{name: flow, transforms: 2, hidden: [16]}"
     cfg = load_config("configs/toy2d_vae.yaml", [

@@ -249,7 +249,7 @@ def test_checkpoint_tensor_names_never_collide(tmp_path):
 def test_resume_of_a_finished_run_without_checkpoints_is_refused(tmp_path):
     import shutil
     cfg = make_cfg(tmp_path / "r", steps=5)
-    from energyvae.runs import train_run
+    from energyvae.commands.train import train_run
     train_run(cfg)
     shutil.rmtree(tmp_path / "r" / "checkpoints")
     before = _snapshot(tmp_path / "r")

@@ -1,11 +1,11 @@
-"""Restoration metrics (energyvae.evaluation.restoration)."""
+"""Restoration metrics (energyvae.imaging.quality)."""
 import math
 
 import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from energyvae.evaluation.restoration import consistency, psnr, restoration_metrics, ssim, ssim_window
+from energyvae.imaging.quality import consistency, psnr, restoration_metrics, ssim, ssim_window
 
 
 def test_psnr_identical_is_inf_and_cap():

@@ -13,7 +13,7 @@ from torch import nn
 from energyvae.cli import main
 from energyvae.config import parse_params
 from energyvae.data import DataConfig, load_data
-from energyvae.evaluation.restoration import consistency
+from energyvae.imaging.quality import consistency
 from energyvae.models import build_model
 from energyvae.models.vae import VAEParams
 from energyvae.restoration import (OPERATORS, Inpaint, RestorationError, langevin_latents, pinv_baseline,

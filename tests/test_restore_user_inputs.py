@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import energyvae.restoration.files as files
+import energyvae.commands.restore as files
 from energyvae.cli import main
 from energyvae.config import build_config
 from energyvae.restoration import OPERATORS, RestorationError
@@ -151,7 +151,7 @@ def test_degraded_inpainting_ignores_the_missing_pixels(gray_run, tmp_path, spy,
     assert "PSNR" not in capsys.readouterr().out
     # the compare figure has two columns, degraded | restored (no input column): its width is that of
     # a two-column figure of the same titles, well short of a three-column one
-    from energyvae.restoration.files import save_compare
+    from energyvae.viz import save_compare
     tile = torch.rand(1, 8, 8)
     refs = {n: save_compare([tile] * n, ["input", "degraded (A+ y)", "restored"][3 - n:], tmp_path / f"ref{n}.png")
             for n in (2, 3)}

@@ -13,7 +13,8 @@ from energyvae.config import build_config, read_yaml
 from energyvae.errors import ConfigError
 from energyvae.models.base import CALIBRATORS
 from energyvae.models.wgan_critic import WGANCritic, WGANParams, _reject_batch_norm
-from energyvae.runs import prepare, train_run
+from energyvae.commands.train import train_run
+from energyvae.runs import prepare
 from helpers import ROOT, assert_resume_exact, assert_same_weights, fit_recording_calibrators, tiny_vae_cfg
 
 TINY_CRITIC = {"name": "resnet", "channels": [8], "blocks": 1, "head": 8}

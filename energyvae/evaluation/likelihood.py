@@ -33,9 +33,9 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                         progress: bool = False) -> dict:
     """IW NLL (and bits/dim for images) of ``split``; AIS ln Z for unnormalised priors. A model
     with an exact density (``exact_likelihood``, EC-Flow) gets its exact NLL instead."""
-    if getattr(model, "exact_likelihood", False):
+    if model.exact_likelihood:
         return exact_test_log_likelihood(model, data, max_examples=max_examples, seed=seed, split=split)
-    if not hasattr(model, "reconstruction"):
+    if not model.has_encoder:
         return {"note": f"{type(model).__name__} has no likelihood: no NLL"}
     if not model.reconstruction.likelihood:
         return {"note": f"{type(model.reconstruction).__name__} is not a likelihood: no NLL"}
@@ -58,7 +58,7 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
         inputs = [data.preprocess(xs[s:min(s + batch_size, n)]) for s in range(0, n, batch_size)]
         torch.manual_seed(seed + 1)
         if not model.prior.normalized:
-            from .ais import ais_log_partition
+            from ..mcmc.ais import ais_log_partition
             with torch.enable_grad():
                 # MALA: on a 64x64 GRBM it reaches HMC's ESS at ~1/11 of the gradient calls
                 res = ais_log_partition(model.prior.energy, model.latent_dim, transition="mala",

@@ -1,17 +1,20 @@
-"""Registries of model parts and the contract between a model and the trainer.
+"""Registries of model parts and the contracts between a model, its parts and the trainer.
 
-A model is an ``nn.Module`` that lists its optimisation *updates* (one optimizer each) and
-computes the loss of an update on a batch::
+A model subclasses :class:`Model` (an abstract base: its abstract methods must be written, its
+optional capabilities have defaults here, never probed with ``hasattr``). It lists its
+optimisation *updates* (one optimizer each) and computes the loss of an update on a batch::
 
-    model.updates(train_cfg) -> list[UpdateSpec]      # e.g. [vae] or [vae, prior] or [ebm, vae]
+    model.updates() -> list[UpdateSpec]               # e.g. [vae] or [vae, prior] or [ebm, vae]
     model(update_name, x, state) -> (loss, logs)      # scalar loss, dict of floats
     model.after_update(update_name, state)            # non-gradient steps (e.g. a dual variable)
     model.evaluate(x) -> dict[str, Tensor[B]]         # per-example validation metrics (nats)
+    model.sample(n, mcmc=0) / model.reconstruct(x)    # data-space samples / reconstructions
 
-``state`` is a dict shared by the updates of one training step: the VAE update leaves
-``state["z"]`` (posterior samples with their graph, for extra VAE-loss terms such as an MMD
-regulariser), ``state["z_posterior"]`` (the same, detached, for a prior update that fits
-them) and ``state["posterior"]`` (q(z|x)).
+``state`` is a :class:`StepState` shared by the updates of one training step: the trainer sets
+``step``; the VAE update leaves ``z`` (posterior samples with their graph, for extra VAE-loss
+terms such as an MMD regulariser), ``z_posterior`` (the same, detached, for a prior update that
+fits them) and ``posterior`` (q(z|x)); a part keeps its own entries (``state["ec_negatives"]``)
+in ``extra``. Item access (``state["z"]``) reads the same fields, so a plain dict works too.
 
 The main update of every generator model is named ``"vae"`` (it means "the generator update":
 the VAE's ELBO step, EC-Flow's maximum-likelihood step); calibrators key their dual steps on
@@ -21,7 +24,10 @@ own updates, the main update's parameters, the calibrator terms and the after-up
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -57,6 +63,52 @@ class UpdateSpec:
     stop: int | None = None
 
 
+@dataclass(eq=False)
+class StepState(MutableMapping):
+    """What the updates of one training step share (module docstring). A typed field that is
+    None reads as absent (``"z" in state`` is False until the VAE update sets it)."""
+    step: int = 0
+    z: torch.Tensor | None = None               # posterior samples, with their graph
+    z_posterior: torch.Tensor | None = None     # the same, detached
+    posterior: Any = None                       # q(z|x), a DiagGaussian
+    extra: dict = field(default_factory=dict)   # a part's own entries
+
+    def _typed(self, key) -> bool:
+        return key in _STATE_FIELDS
+
+    def __getitem__(self, key):
+        if self._typed(key):
+            value = getattr(self, key)
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self.extra[key]
+
+    def __setitem__(self, key, value) -> None:
+        if self._typed(key):
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key) -> None:
+        if self._typed(key):
+            if getattr(self, key) is None:
+                raise KeyError(key)
+            setattr(self, key, None)
+        else:
+            del self.extra[key]
+
+    def __iter__(self):
+        yield from (k for k in _STATE_FIELDS if getattr(self, k) is not None)
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_STATE_FIELDS = ("step", "z", "z_posterior", "posterior")
+
+
 class BindsModel:
     """Mixin for a part that needs the whole model (VampPrior's encoder, EVaLP's frozen
     encoder). The VAE calls ``bind(model)``; the part keeps a weak reference (the model is not
@@ -88,6 +140,10 @@ class Component(nn.Module):
     def updates(self) -> list[UpdateSpec]:
         return []
 
+    def bind(self, model: nn.Module) -> None:
+        """Called once by the model that owns this part (default: nothing; :class:`BindsModel`
+        keeps a weak reference)."""
+
     def update_loss(self, name: str, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         raise KeyError(f"{type(self).__name__} has no update {name!r}")
 
@@ -95,15 +151,24 @@ class Component(nn.Module):
         """Non-gradient work after update ``name`` (default: nothing)."""
 
 
-class Calibrator(Component):
+class Calibrator(Component, ABC):
     """An optional part that adds a term to the VAE loss (EC-VAE's energy calibration, an
     InfoVAE MMD regulariser, ...). Called after the VAE loss is formed, with ``state`` filled.
 
     ``vae_loss_term(model, x, state)`` returns (scalar loss added to the VAE update, logs).
+    Optional: ``refines`` True and ``refine(model, x, steps)`` for a calibrator whose
+    data-space energy can refine samples at test time (EC-VAE "w/ MCMC"); ``data_energy()``
+    for one whose energy restoration may use (the ``ec`` calibrator).
     """
+    name: str = ""                    # the registered name (``ec``, ``wgan``, ...)
+    refines: bool = False             # offers refine(model, x, steps)
 
+    @abstractmethod
     def vae_loss_term(self, model: nn.Module, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """(scalar loss added to the main update, logs)."""
+
+    def refine(self, model: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not refine samples (refines is False)")
 
 
 class HasCalibrators:
@@ -125,10 +190,12 @@ class HasCalibrators:
     def component_parts(self) -> list[Component]:
         return list(self.calibrators)
 
+    def calibrator_parts(self) -> list[Calibrator]:
+        return list(self.calibrators)
+
     def bind_parts(self) -> None:
         for part in self.component_parts():          # parts that need the model (VampPrior's encoder)
-            if hasattr(part, "bind"):
-                part.bind(self)
+            part.bind(self)
 
     def _own_update_params(self) -> set[int]:
         owned = set()
@@ -161,7 +228,7 @@ class HasCalibrators:
 
     @torch.no_grad()
     def refine_samples(self, x: torch.Tensor, mcmc: int) -> torch.Tensor:
-        refiners = [c for c in self.calibrators if hasattr(c, "refine")]
+        refiners = [c for c in self.calibrators if c.refines]
         if not refiners:
             raise ConfigError("sample: mcmc > 0 needs a calibrator with a data-space energy (ec)")
         for c in refiners:
@@ -171,6 +238,52 @@ class HasCalibrators:
     def after_update(self, update: str, state: dict) -> None:
         for part in self.component_parts():
             part.after_update(update, state)
+
+
+class Model(nn.Module, ABC):
+    """The contract between a model and the trainer (module docstring).
+
+    Optional capabilities, declared here with their defaults:
+
+    - ``MAIN_UPDATE``: the name of the generator update that calibrators key on ("vae");
+    - ``metric_units``: the unit of the losses it reports (saved with every run);
+    - ``exact_likelihood``: True when ``log_prob`` is an exact normalised density (EC-Flow),
+      so the test NLL is exact instead of an IW bound;
+    - ``has_encoder``: True for a latent-variable model with ``encode`` / ``decode``,
+      ``prior``, ``posterior`` and ``reconstruction`` (the VAE): the latent metrics, the
+      IW bound and the latent figures need it.
+    """
+    MAIN_UPDATE = "vae"
+    metric_units: str = "nats per example"
+    exact_likelihood: bool = False
+    has_encoder: bool = False
+
+    @abstractmethod
+    def updates(self) -> list[UpdateSpec]:
+        """The optimisation updates, each with its parameters and optimizer settings."""
+
+    @abstractmethod
+    def forward(self, update: str, x: torch.Tensor, state: dict):
+        """(scalar loss, logs) of update ``update`` on the batch ``x``."""
+
+    def after_update(self, update: str, state: dict) -> None:
+        """Non-gradient work after update ``update`` (default: nothing)."""
+
+    @abstractmethod
+    def evaluate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example validation metrics; the trainer keeps the checkpoint of lowest ``loss``."""
+
+    @abstractmethod
+    def sample(self, n: int, mcmc: int = 0) -> torch.Tensor:
+        """``n`` data-space samples (``mcmc`` > 0: refined by a calibrator's Langevin steps)."""
+
+    @abstractmethod
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions (or the model's diagnostic stand-in) of the batch ``x``."""
+
+    def calibrator_parts(self) -> list[Calibrator]:
+        """The model's calibrators (default: none; :class:`HasCalibrators` lists its own)."""
+        return []
 
 
 def batch_norm_layers(net: nn.Module) -> list[str]:
@@ -186,3 +299,6 @@ class ModelContext:
     data_kind: str                       # "image" | "vector"
     value_range: tuple[float, float] | None = None
     extra: dict = field(default_factory=dict)
+    #: ``load_run(run_dir, checkpoint, ema=...) -> (cfg, data, model)``: how a model that starts
+    #: from another trained run loads it (handed down by the run layer; None outside a run)
+    load_run: Callable | None = None

@@ -28,7 +28,8 @@ targeting exp(-E_w / c^2) up to an O(s) bias; samples are not clamped to the dat
 - ``run`` ("EBM initialised with samples of a trained VAE"): ``init_run`` is the folder of a
   trained run (e.g. ``runs/digits_conv_vae``: train ``configs/digits_conv_vae.yaml`` first);
   x_0 = that model's ``sample(n)`` (one decoder pass at z ~ prior). The run is loaded with
-  ``energyvae.runs.load_run(init_run, init_checkpoint, ema=init_ema)`` when this model is built
+  ``load_run(init_run, init_checkpoint, ema=init_ema)`` of the model context (the run layer hands
+  down :func:`energyvae.runs.load_run`) when this model is built
   (a relative path is taken from the working directory), inside ``torch.random.fork_rng`` so
   the EBM's initial weights do not depend on it. It is frozen (``requires_grad`` False, always in
   eval mode, not in any update) and kept as the submodule ``init_model``, so its weights are
@@ -89,8 +90,8 @@ from torch import nn
 
 from ..errors import ConfigError, EnergyVAEError
 from ..nets.energy import DATA_ENERGIES
-from ..registry import check
-from .base import MODELS, ModelContext, UpdateSpec
+from ..registry import check, keep_parsed, parsed
+from .base import MODELS, Model, ModelContext, UpdateSpec
 from .energy_calibration import conditional_langevin
 
 __all__ = ["DataEBM", "DataEBMParams", "energy_score"]
@@ -115,7 +116,7 @@ class DataEBMParams:
 
     def __post_init__(self):
         self.energy = {"name": "mlp", **self.energy}
-        DATA_ENERGIES.parse(self.energy, "energy")
+        keep_parsed(self, "energy", DATA_ENERGIES, "energy")
         check(self.steps >= 1, f"steps: must be >= 1, got {self.steps}")
         check(self.sample_steps is None or self.sample_steps >= 1,
               f"sample_steps: must be >= 1 or null, got {self.sample_steps}")
@@ -145,14 +146,16 @@ def energy_score(samples: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _load_init_model(p: DataEBMParams, ctx: ModelContext) -> nn.Module:
-    from ..runs import load_run      # runs imports models: import at build time
     where = f"model.init_run: {p.init_run}"
+    if ctx.load_run is None:
+        raise ConfigError(f"{where}: this model loads another run, so build it through "
+                          f"energyvae.runs.prepare (or pass build_model(..., load_run=...))")
     if not (Path(p.init_run) / "config.yaml").is_file():
         raise ConfigError(f"{where}: not a run folder (no config.yaml); train its config first "
                           f"(e.g. configs/digits_conv_vae.yaml for runs/digits_conv_vae)")
     try:
         with torch.random.fork_rng():
-            _, data, model = load_run(p.init_run, p.init_checkpoint, ema=p.init_ema)
+            _, data, model = ctx.load_run(p.init_run, p.init_checkpoint, ema=p.init_ema)
     except EnergyVAEError as e:
         raise ConfigError(f"{where}: cannot load it ({e})") from None
     if tuple(data.shape) != tuple(ctx.data_shape):
@@ -169,7 +172,7 @@ def _load_init_model(p: DataEBMParams, ctx: ModelContext) -> nn.Module:
     return model.eval()
 
 
-class DataEBM(nn.Module):
+class DataEBM(Model):
     """E_w(x) on data space, trained by CD with Langevin negatives (module docstring)."""
     metric_units = "per example; loss = energy score of samples, energy in the net's units"
 
@@ -278,5 +281,5 @@ class DataEBM(nn.Module):
 @MODELS.register("data_ebm", DataEBMParams)
 def _data_ebm(p: DataEBMParams, ctx: ModelContext):
     init_model = _load_init_model(p, ctx) if p.init == "run" else None
-    energy = DATA_ENERGIES.build(p.energy, "model.energy", data_shape=ctx.data_shape)
+    energy = DATA_ENERGIES.build(parsed(p, "energy"), "model.energy", data_shape=ctx.data_shape)
     return DataEBM(p, ctx, energy, init_model)

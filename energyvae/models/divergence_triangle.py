@@ -103,7 +103,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nets import ENCODERS
 from ..nets.mlp import check_activation, make_activation
-from ..registry import check
+from ..registry import check, keep_parsed, parsed
 from .base import CALIBRATORS, Calibrator, UpdateSpec, batch_norm_layers
 from .energy_calibration import PrivateSeed
 
@@ -115,7 +115,7 @@ _CALL_VAE = 0
 class JointEnergy(nn.Module):
     """E_alpha(x, z) -> [B]: head([h_x(x), h_z(z)]) (module docstring)."""
 
-    def __init__(self, data_shape, latent_dim: int, x_net: dict, features: int, hidden: list[int],
+    def __init__(self, data_shape, latent_dim: int, x_net, features: int, hidden: list[int],
                  activation: str = "leaky_relu"):
         super().__init__()
         self.h_x = ENCODERS.build(x_net, "model.calibrators.triangle.x_net", in_shape=tuple(data_shape),
@@ -213,7 +213,7 @@ class TriangleParams:
         if isinstance(self.x_net, str):
             self.x_net = {"name": self.x_net}
         self.x_net = {"name": "mlp", **self.x_net}
-        ENCODERS.parse(self.x_net, "x_net")
+        keep_parsed(self, "x_net", ENCODERS, "x_net")
         check(isinstance(self.features, int) and self.features > 0, f"features: must be a positive int, got {self.features}")
         check(all(isinstance(h, int) and h > 0 for h in self.hidden), f"hidden: must be positive ints, got {self.hidden}")
         check_activation(self.activation)
@@ -226,5 +226,5 @@ class TriangleParams:
 
 @CALIBRATORS.register("triangle", TriangleParams)
 def _triangle(p: TriangleParams, *, data_shape, latent_dim, **_):
-    return DivergenceTriangle(p, JointEnergy(data_shape, latent_dim, p.x_net, p.features, list(p.hidden),
+    return DivergenceTriangle(p, JointEnergy(data_shape, latent_dim, parsed(p, "x_net"), p.features, list(p.hidden),
                                              p.activation))

@@ -32,7 +32,7 @@ Defaults, converted from the authors' demo (STL-10 32x32 in [-1, 1] pixels): its
 x <- x - (1e-6 / 2) grad(E_net / tau) + 1e-3 xi with tau = 1e-5, i.e. x - 0.05 grad E_net + 1e-3 xi:
 in [-1, 1] units s = 0.1, c = 1e-3 / sqrt(0.1) = sqrt(tau) ~ 3.16e-3 (targeting exp(-E_net / tau)).
 For [0, 1] pixels (x' = (x + 1) / 2, our default ``scale: "01"``) the same chain is
-x' <- x' - 0.0125 grad_x' E + 5e-4 xi: s = 0.025, the same c. (Until issue 12 the default was
+x' <- x' - 0.0125 grad_x' E + 5e-4 xi: s = 0.025, the same c. (Until the grid diagnosis below the default was
 s = 0.1 in [0, 1] units, 4x the demo's step; it is the first cause of the grid below.) Its
 distance term, (K-k-1)/K * (relu(||x - x_0||^2 - 0.07) + 0.07), adds a drift of at most 1e-6
 (x - x_0) per step (sigma >= 224 in these units): negligible, hence ``sigma: null``. K = 15
@@ -42,7 +42,7 @@ betas (0, 0.9) (the demo's VAE: lr 2e-4, betas (0, 0.9), left to the train secti
 2019; a commented-out option of the demo): default 0 (Eq. 2 as printed); the Fashion-MNIST
 configs use 1.
 
-Diagnosis: the periodic grid of conv EC-VAE samples on Fashion-MNIST (issue 12; evidence in
+Diagnosis: the periodic grid of conv EC-VAE samples on Fashion-MNIST (evidence in
 ``benchmarks/results/ecvae_grid.md`` and its two figures, from ``benchmarks/ecvae_grid.py``:
 800 steps x batch 64, one seed per variant, the CPU-sized 16-32-64 ResNet energy).
 - What the chain writes. grad_x E_w on generated images is a periodic pattern on the pooling
@@ -77,7 +77,7 @@ reconstruction in eval mode (a calibrated Gaussian then uses its running scale a
 updated by the chain). Defaults: K = 5 (paper); step 1e-3, sigma 1, c = 1 and a fixed
 lambda_2 = 1 are ours (the paper gives none; it updates lambda_2 by Eq. 4 too: ``primal_dual``).
 Logs ``cpost/lambda``, ``cpost/l_con``. Use it alone (VAE + calibrated posterior) or after
-``ec``. Known limit of these defaults (issue 12, Fashion-MNIST, latent 32): the logged
+``ec``. Known limit of these defaults (Fashion-MNIST, latent 32, benchmarks/results/ecvae_fashion_mnist.md): the logged
 ``cpost/l_con`` sits at K s m = 5 * 1e-3 * 32 = 0.16, the expected ||z_K - z_0||^2 of the noise
 alone, so the drift of -ln p(x|z) - ln p(z) barely moves z in 5 steps and the encoder's target is
 z_0 plus noise; MSE and ELBO did not improve (``benchmarks/results/ecvae_fashion_mnist.md``).
@@ -100,7 +100,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nets.energy import DATA_ENERGIES
-from ..registry import check
+from ..registry import check, keep_parsed, parsed
 from .base import CALIBRATORS, Calibrator, UpdateSpec
 from .priors.samplers import energy_and_grad
 
@@ -192,6 +192,7 @@ class _ChainCalibrator(PrivateSeed, Calibrator):
 class EnergyCalibration(_ChainCalibrator):
     """EC-VAE's conditional data-space EBM (module docstring)."""
     name = "ec"
+    refines = True
 
     def __init__(self, p: "ECParams", energy: nn.Module):
         super().__init__(p)
@@ -301,7 +302,7 @@ class ECParams(ChainParams):
         super().__post_init__()
         check(self.energy_reg >= 0, f"energy_reg: must be >= 0, got {self.energy_reg}")
         self.energy = {"name": "resnet", **self.energy}
-        DATA_ENERGIES.parse(self.energy, "energy")
+        keep_parsed(self, "energy", DATA_ENERGIES, "energy")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
               f"betas: must be two numbers in [0, 1), got {self.betas}")
@@ -319,7 +320,7 @@ class CalibratedPosteriorParams(ChainParams):
 
 @CALIBRATORS.register("ec", ECParams)
 def _ec(p: ECParams, *, data_shape, **_):
-    return EnergyCalibration(p, DATA_ENERGIES.build(p.energy, "energy", data_shape=data_shape))
+    return EnergyCalibration(p, DATA_ENERGIES.build(parsed(p, "energy"), "energy", data_shape=data_shape))
 
 
 @CALIBRATORS.register("calibrated_posterior", CalibratedPosteriorParams)

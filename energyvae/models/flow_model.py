@@ -68,8 +68,8 @@ import zuko
 from torch import nn
 from zuko.transforms import MonotonicAffineTransform
 
-from ..registry import check
-from .base import CALIBRATORS, MODELS, HasCalibrators, ModelContext, UpdateSpec
+from ..registry import check, keep_parsed, parsed
+from .base import CALIBRATORS, MODELS, HasCalibrators, Model, ModelContext, UpdateSpec
 
 __all__ = ["FlowModelParams", "FlowModel", "make_data_flow"]
 
@@ -115,13 +115,13 @@ class FlowModelParams:
               f"hidden: widths must be > 0, got {self.hidden}")
         check(self.log_scale_bound > 0, f"log_scale_bound: must be > 0, got {self.log_scale_bound}")
         for i, c in enumerate(self.calibrators):
-            name, _ = CALIBRATORS.parse(c, f"model.calibrators.{i}")
+            name, _ = keep_parsed(self, f"calibrators.{i}", CALIBRATORS, f"model.calibrators.{i}")
             check(name not in _NEEDS_POSTERIOR,
                   f"model.calibrators.{i}: {name!r} needs a VAE posterior; the flow model has none "
                   f"(use ec)")
 
 
-class FlowModel(HasCalibrators, nn.Module):
+class FlowModel(HasCalibrators, Model):
     """EC-Flow / a plain maximum-likelihood flow (module docstring)."""
     exact_likelihood = True            # log_prob is the exact, normalised model-space density
 
@@ -135,7 +135,8 @@ class FlowModel(HasCalibrators, nn.Module):
         common = dict(latent_dim=self.latent_dim, data_shape=self.data_shape, data_kind=ctx.data_kind,
                       value_range=ctx.value_range, **ctx.extra)
         self.calibrators = nn.ModuleList(
-            CALIBRATORS.build(c, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
+            CALIBRATORS.build(parsed(p, f"calibrators.{i}"), f"model.calibrators.{i}", **common)
+            for i in range(len(p.calibrators)))
         self.bind_parts()
 
     # -- the density and the bijection -----------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,22 @@ class DiagGaussian:
         return 0.5 * (self.mean.pow(2) + var - 1 - var.log()).sum(-1)
 
 
-class GaussianPosterior(nn.Module):
+class Posterior(nn.Module, ABC):
+    """The contract of an approximate posterior (a ``POSTERIORS`` entry): the encoder outputs
+    ``encoder_features(m)`` features and ``forward(h)`` turns them into a :class:`DiagGaussian`
+    over m latents; ``stochastic`` False for a point mass."""
+    stochastic: bool = True
+
+    @abstractmethod
+    def encoder_features(self, latent_dim: int) -> int:
+        """How many features the encoder must output for ``latent_dim`` latents."""
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor) -> DiagGaussian:
+        """q(z|x) from the encoder's features ``h`` [B, encoder_features(m)]."""
+
+
+class GaussianPosterior(Posterior):
     """q(z|x) = N(mu, diag exp(logvar)); the encoder outputs [mu, logvar] (2m features)."""
     stochastic = True
 
@@ -71,7 +87,7 @@ class GaussianPosterior(nn.Module):
         return DiagGaussian(mean, (0.5 * logvar).exp())
 
 
-class FixedScalePosterior(nn.Module):
+class FixedScalePosterior(Posterior):
     """q(z|x) = N(mu, std^2 I) with a fixed std (paper 002's "ECVAE" uses std = 1)."""
     stochastic = True
 
@@ -86,7 +102,7 @@ class FixedScalePosterior(nn.Module):
         return DiagGaussian(h, torch.full_like(h, self.fixed_std))
 
 
-class DeltaPosterior(nn.Module):
+class DeltaPosterior(Posterior):
     """A point mass at the encoder output: a (regularised) autoencoder.
 
     Used for two-stage training (autoencoder first, then a latent prior; EVaLP's authors do

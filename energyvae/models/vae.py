@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nets import DECODERS, ENCODERS
-from ..registry import check
-from .base import (CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, HasCalibrators, ModelContext,
-                   UpdateSpec)
+from ..registry import check, keep_parsed, parsed
+from .base import (CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, Calibrator, HasCalibrators, Model,
+                   ModelContext, StepState, UpdateSpec)
+from .posterior import Posterior
+from .priors.base import Prior
+from .reconstruction.base import Reconstruction
 
 
 _DEFAULT_PARTS = {"encoder": "mlp", "decoder": "mlp", "posterior": "gaussian", "prior": "normal",
@@ -51,10 +55,10 @@ class VAEParams:
         for key, reg in (("encoder", ENCODERS), ("decoder", DECODERS), ("posterior", POSTERIORS),
                          ("prior", PRIORS), ("reconstruction", RECONSTRUCTIONS)):
             if not isinstance(getattr(self, key), nn.Module):
-                reg.parse(getattr(self, key), f"model.{key}")
+                keep_parsed(self, key, reg, f"model.{key}")
         for i, c in enumerate(self.calibrators):
             if not isinstance(c, nn.Module):
-                CALIBRATORS.parse(c, f"model.calibrators.{i}")
+                keep_parsed(self, f"calibrators.{i}", CALIBRATORS, f"model.calibrators.{i}")
 
 
 class ModelOutput(dict):
@@ -70,24 +74,36 @@ class ModelOutput(dict):
             raise AttributeError(key) from None
 
 
-class VAE(HasCalibrators, nn.Module):
+#: the contract each part given as a module or built from a spec must keep
+_PART_BASES = {"prior": Prior, "reconstruction": Reconstruction, "posterior": Posterior, "calibrators": Calibrator}
+
+
+class VAE(HasCalibrators, Model):
+    has_encoder = True
     def __init__(self, p: VAEParams, ctx: ModelContext):
         super().__init__()
         m = p.latent_dim
         self.latent_dim, self.kl_weight, self.data_shape = m, p.kl_weight, tuple(ctx.data_shape)
         common = dict(latent_dim=m, data_shape=self.data_shape, data_kind=ctx.data_kind,
                       value_range=ctx.value_range, **ctx.extra)
-        def part(spec, registry, where, **kw):
-            return spec if isinstance(spec, nn.Module) else registry.build(spec, where, **kw)
-        self.posterior = part(p.posterior, POSTERIORS, "model.posterior", **common)
-        self.reconstruction = part(p.reconstruction, RECONSTRUCTIONS, "model.reconstruction", **common)
-        self.encoder = part(p.encoder, ENCODERS, "model.encoder", in_shape=self.data_shape,
+        def part(key, registry, **kw):          # a module as it is, else the spec validated once
+            value = getattr(p, key.split(".")[0])
+            value = value[int(key.split(".")[1])] if "." in key else value
+            built = value if isinstance(value, nn.Module) else registry.build(parsed(p, key), f"model.{key}", **kw)
+            base = _PART_BASES.get(key.split(".")[0])
+            if base is not None and not isinstance(built, base):
+                raise ConfigError(f"model.{key}: {type(built).__name__} does not subclass "
+                                  f"{base.__module__}.{base.__qualname__} (its contract)")
+            return built
+        self.posterior = part("posterior", POSTERIORS, **common)
+        self.reconstruction = part("reconstruction", RECONSTRUCTIONS, **common)
+        self.encoder = part("encoder", ENCODERS, in_shape=self.data_shape,
                             out_features=self.posterior.encoder_features(m))
-        self.decoder = part(p.decoder, DECODERS, "model.decoder", latent_dim=m,
+        self.decoder = part("decoder", DECODERS, latent_dim=m,
                             out_shape=self.reconstruction.decoder_shape(self.data_shape))
-        self.prior = part(p.prior, PRIORS, "model.prior", **common)
+        self.prior = part("prior", PRIORS, **common)
         self.calibrators = nn.ModuleList(
-            part(c, CALIBRATORS, f"model.calibrators.{i}", **common) for i, c in enumerate(p.calibrators))
+            part(f"calibrators.{i}", CALIBRATORS, **common) for i in range(len(p.calibrators)))
         self.bind_parts()
 
     @classmethod
@@ -124,8 +140,7 @@ class VAE(HasCalibrators, nn.Module):
             units = "nats per example"
         else:
             units = f"per example; recon is the {type(rec).__name__} objective (not nats), kl in nats"
-        scheme = getattr(self.prior, "scheme", None)
-        if not getattr(self.prior, "normalized", True) and not getattr(scheme, "kl_normalized", False):
+        if not self.prior.kl_normalized:
             units += "; kl and elbo exclude ln Z of the unnormalised prior"
         return units
 
@@ -148,8 +163,7 @@ class VAE(HasCalibrators, nn.Module):
             return kl
         if q.deterministic:
             return -self.prior.log_prob(z)
-        expected = getattr(self.prior, "expected_energy", None)
-        cross = expected(q, z) if expected is not None else None
+        cross = self.prior.expected_energy(q, z)
         if cross is not None:
             return cross - q.entropy()
         return q.log_prob(z) - self.prior.log_prob(z)
@@ -184,13 +198,13 @@ class VAE(HasCalibrators, nn.Module):
 
     # -- the trainer contract (see models/base.py; plumbing in HasCalibrators) ---------------
     def updates(self) -> list[UpdateSpec]:
-        return self.collect_updates(stop=getattr(self.prior, "vae_stop", None))   # two-stage priors
+        return self.collect_updates(stop=self.prior.vae_stop)   # two-stage priors
 
     def forward(self, update, x: torch.Tensor | None = None, state: dict | None = None):
         """``model(x)``: the loss of a batch and its parts, a :class:`ModelOutput`.
         ``model(update, x, state)`` (the trainer's call): (loss, logs) of one named update."""
         if isinstance(update, torch.Tensor):
-            state = {}
+            state = StepState()
             loss, logs = self.forward(self.MAIN_UPDATE, update, state)
             return ModelOutput(loss=loss, z=state["z"], posterior=state["posterior"],
                                **{k: v for k, v in logs.items() if k != "loss"})
@@ -212,10 +226,15 @@ class VAE(HasCalibrators, nn.Module):
         return out
 
     @torch.no_grad()
-    def iw_log_likelihood(self, x: torch.Tensor, k: int, chunk: int = 50) -> torch.Tensor:
+    def iw_log_likelihood(self, x: torch.Tensor, k: int, chunk: int = 50, *, prior=None) -> torch.Tensor:
         """Importance-weighted bound (Burda et al. 2016, Eq. 8) on ln p(x), per example:
         ln 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). Tends to ln p(x) as K grows.
-        For an unnormalised prior this is the bound of the unnormalised joint (subtract ln Z)."""
+        For an unnormalised prior this is the bound of the unnormalised joint (subtract ln Z).
+        ``prior``: what scores z, any object with ``log_prob(z)`` ([..., m] -> [...]), e.g. another
+        :class:`~energyvae.models.priors.Prior`, to compare priors on the same encoder, decoder
+        and draws; default ``self.prior``. The draws (``chunk`` latents per decode) do not depend
+        on it, so two calls after the same ``torch.manual_seed`` are paired."""
+        prior = self.prior if prior is None else prior
         if not self.reconstruction.likelihood:
             raise ValueError("the importance-weighted bound needs a likelihood reconstruction objective")
         q = self.encode(x)
@@ -229,7 +248,7 @@ class VAE(HasCalibrators, nn.Module):
             xs = x.unsqueeze(0).expand(n, *x.shape)
             ll = self.reconstruction.log_prob(xs.reshape(-1, *x.shape[1:]),
                                               out.reshape(-1, *out.shape[2:])).reshape(n, -1)
-            logw.append(ll + self.prior.log_prob(z) - q.log_prob(z))
+            logw.append(ll + prior.log_prob(z) - q.log_prob(z))
         logw = torch.cat(logw, 0)
         return torch.logsumexp(logw, 0) - math.log(k)
 

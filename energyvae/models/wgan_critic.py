@@ -68,7 +68,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nets.energy import DATA_ENERGIES
-from ..registry import check
+from ..registry import check, keep_parsed, parsed
 from .base import CALIBRATORS, Calibrator, UpdateSpec, batch_norm_layers
 from .energy_calibration import PrivateSeed
 
@@ -163,7 +163,7 @@ class WGANParams:
         entry = DATA_ENERGIES.entry(self.critic["name"], "critic")
         if "spectral_norm" in {f.name for f in dataclasses.fields(entry.params)}:
             self.critic.setdefault("spectral_norm", False)              # WGAN-GP: the penalty, not SN
-        DATA_ENERGIES.parse(self.critic, "critic")
+        keep_parsed(self, "critic", DATA_ENERGIES, "critic")
         check(self.weight >= 0, f"weight: must be >= 0, got {self.weight}")
         check(self.warmup >= 0, f"warmup: must be >= 0, got {self.warmup}")
         check(self.n_critic >= 1, f"n_critic: must be >= 1, got {self.n_critic}")
@@ -175,4 +175,4 @@ class WGANParams:
 
 @CALIBRATORS.register("wgan", WGANParams)
 def _wgan(p: WGANParams, *, data_shape, **_):
-    return WGANCritic(p, DATA_ENERGIES.build(p.critic, "critic", data_shape=data_shape))
+    return WGANCritic(p, DATA_ENERGIES.build(parsed(p, "critic"), "critic", data_shape=data_shape))

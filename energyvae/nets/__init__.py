@@ -6,9 +6,5 @@ Interface (every registered builder follows it):
 - decoder: ``DECODERS.build(spec, latent_dim=m, out_shape=(C, H, W) or (D,))`` returns an
   ``nn.Module`` mapping ``[B, m] -> [B, *out_shape]`` (raw outputs: logits, means, ...).
 """
-from ..registry import Registry
-
-ENCODERS = Registry("encoder")
-DECODERS = Registry("decoder")
-
+from .base import DECODERS, ENCODERS  # noqa: F401
 from . import conv, energy, mlp  # noqa: E402,F401  (registers the built-in networks)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..registry import check
-from . import DECODERS, ENCODERS
+from .base import DECODERS, ENCODERS
 from .mlp import Activation, check_activation, make_activation
 
 MIN_SIZE, MAX_SIZE = 8, 64

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..registry import check
-from . import DECODERS, ENCODERS
+from .base import DECODERS, ENCODERS
 
 Activation = Literal["elu", "relu", "leaky_relu", "silu", "tanh"]
 

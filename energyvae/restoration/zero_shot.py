@@ -1,4 +1,4 @@
-"""Zero-shot restoration with a trained (EC-)VAE (paper 001 §4.3, Eqs. 5-7; METHODS.md §2).
+"""Zero-shot restoration with a trained (EC-)VAE (paper 001 §4.3, Eqs. 5-7; docs/methods.md §2).
 
 Given y = A x (A linear, A+ its Moore-Penrose pseudo-inverse, P = I - A+ A the orthogonal
 projector onto what A does not see; every operator of ``operators.py`` has an orthogonal P),
@@ -19,7 +19,7 @@ comes from two chains.
    temperature c^2, and only its short-run moves of K_c steps of size s_c from decoder outputs
    were ever scored. Eq. 6 as printed puts exp(-E_w(g(z))) into the latent chain at temperature
    1: relative to the trained law that is beta_eff = c^2 = 1e-5, so the term is flat (the
-   benchmark of issue 7 measured its latent gradient and PSNR effect: both negligible). Taking the
+   restoration benchmark, benchmarks/ecvae.py, measured its latent gradient and PSNR effect: both negligible). Taking the
    trained law instead, exp(-E_w / c^2), inside the latent chain needs s <~ c^2 / ||J^T H J||
    for stability (J the decoder Jacobian): ~1e5 steps to mix the prior part. So the EBM factor
    is applied where and how it was trained: from x_0 = A+ y + P g(z_K), K_c steps of the
@@ -52,8 +52,8 @@ EBM_MODES = ("data", "latent")
 
 def ec_calibrator(model):
     """The model's EC-VAE calibrator (``name == "ec"``), or None."""
-    for cal in getattr(model, "calibrators", ()):
-        if getattr(cal, "name", None) == "ec":
+    for cal in model.calibrator_parts():
+        if cal.name == "ec":
             return cal
     return None
 

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..atomic import atomic_write_text, remove_stale_temporaries
 from ..config import Config, dump_config
 from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..models.base import Model, StepState
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo, gather_objects, init_distributed
 from .ema import EMA
@@ -123,6 +124,9 @@ class Trainer:
         instead (an earlier step) rather than stopping. A run folder without a checkpoint (a
         run killed before its first one) starts again from step 0; a missing folder is an
         error."""
+        if not isinstance(model, Model):
+            raise TypeError(f"Trainer: the model must subclass energyvae.models.base.Model (the trainer's "
+                            f"contract), got {type(model).__name__}")
         self.cfg, self.data, self.tc = cfg, data, cfg.train
         self.info = info or init_distributed(cfg.train.device)
         self.device = self.info.device
@@ -351,7 +355,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor) -> dict:
         """Every due update of the model on batch ``x``, then the EMA; returns this step's log
         values (device tensors: reading them synchronises) and adds them to the log window."""
-        state, logs = {"step": self.step}, {}
+        state, logs = StepState(step=self.step), {}
         for u in self.updates:
             if self.step % u.every or not u.start <= self.step < (math.inf if u.stop is None else u.stop):
                 continue
@@ -390,7 +394,7 @@ class Trainer:
         validation loss no longer moves while the later parts (a classifier, a prior) still
         train, so ``best`` follows the latest evaluation instead of a stage-1 checkpoint."""
         return any(u.name == self.model.MAIN_UPDATE and u.stop is not None and self.step > u.stop
-                   for u in self.updates) if hasattr(self.model, "MAIN_UPDATE") else False
+                   for u in self.updates)
 
     @torch.no_grad()
     def _tensorboard_images(self, logger: MetricsLogger, n: int = 16) -> None:
@@ -404,11 +408,9 @@ class Trainer:
             was = model.training
             model.eval()
             try:
-                if hasattr(model, "sample"):
-                    logger.images(self.step, "samples", to_unit(model.sample(n)))
-                if hasattr(model, "reconstruct"):
-                    x = self.data.preprocess(self.data.val.x[:n]).to(self.device)
-                    logger.images(self.step, "reconstructions", to_unit(torch.cat([x, model.reconstruct(x)])))
+                logger.images(self.step, "samples", to_unit(model.sample(n)))
+                x = self.data.preprocess(self.data.val.x[:n]).to(self.device)
+                logger.images(self.step, "reconstructions", to_unit(torch.cat([x, model.reconstruct(x)])))
             except Exception as e:          # a figure must never stop training
                 warnings.warn(f"TensorBoard images at step {self.step} skipped: {type(e).__name__}: {e}",
                               stacklevel=2)

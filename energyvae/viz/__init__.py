@@ -18,6 +18,7 @@ from .analysis import (  # noqa: E402,F401
     plot_toy_density,
     plot_variance_map,
     radial_power_spectrum,
+    save_compare,
     save_latent_walk,
 )
 

@@ -1,4 +1,4 @@
-"""Analysis figures of the papers (METHODS.md section 1, "Analyses"): data in, PNG out.
+"""Analysis figures of the papers (docs/methods.md §1, "Analyses"): data in, PNG out.
 
 - :func:`plot_variance_map`: per-pixel variance of decoder outputs over latent draws of one image;
 - :func:`plot_residual_histogram`: normalised residuals ``(x - x_hat) / s`` against N(0, 1);
@@ -14,9 +14,9 @@ so they can be tested without training. As in :mod:`energyvae.viz.figures`, imag
 backend (or PIL for pixel grids) and returns its :class:`~pathlib.Path`. Any image size works
 (8x8 digits to 64x64 and beyond): images are drawn with nearest-neighbour interpolation.
 
-The numeric helpers behind the plots are public and tested on their own:
-:func:`pixel_variance`, :func:`normalized_residuals`, :func:`image_spectrum`,
-:func:`radial_power_spectrum` and :func:`lattice_power_fraction` (periodic-artifact score).
+The numbers behind the plots (:func:`pixel_variance`, :func:`normalized_residuals`,
+:func:`image_spectrum`, :func:`radial_power_spectrum`, :func:`lattice_power_fraction`) live in
+:mod:`energyvae.imaging.statistics` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -33,12 +33,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..atomic import atomic_write  # noqa: E402
+from ..imaging.statistics import (  # noqa: E402
+    as_images,
+    as_numpy,
+    image_spectrum,
+    lattice_power_fraction,
+    normalized_residuals,
+    pixel_variance,
+    radial_power_spectrum,
+)
 from .figures import (  # noqa: E402
     _draw_points,
-    _images,
     _points,
     _prepare,
-    _to_numpy,
     auto_lim,
     density_grid,
     make_grid,
@@ -56,13 +63,16 @@ __all__ = [
     "plot_toy_density",
     "plot_variance_map",
     "radial_power_spectrum",
+    "save_compare",
+    "save_figure",
     "save_latent_walk",
+    "show_image",
 ]
 
 _DPI = 100
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     try:
         fig.tight_layout()
         path = _prepare(path)
@@ -72,7 +82,7 @@ def _save(fig, path) -> Path:
     return path
 
 
-def _show_image(ax, img_chw: np.ndarray, title: str | None = None) -> None:
+def show_image(ax, img_chw: np.ndarray, title: str | None = None) -> None:
     """Draw one ``[C, H, W]`` image in [0, 1] (gray or RGB), pixel-exact, without axes."""
     if img_chw.shape[0] == 1:
         ax.imshow(img_chw[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -86,18 +96,6 @@ def _show_image(ax, img_chw: np.ndarray, title: str | None = None) -> None:
 
 # --------------------------------------------------------------------------- variance map
 
-def pixel_variance(draws, ddof: int = 1) -> np.ndarray:
-    """Per-pixel variance ``[H, W]`` over ``S`` draws ``[S, C, H, W]``, averaged over channels.
-
-    ``ddof=1`` (default) is the unbiased sample variance; with a single draw the variance is 0.
-    """
-    x = _images(draws).astype(np.float64)
-    if x.shape[0] == 0:
-        raise ValueError("pixel_variance: no draws")
-    if x.shape[0] == 1:
-        return np.zeros(x.shape[2:], dtype=np.float64)
-    return x.var(axis=0, ddof=ddof).mean(axis=0)
-
 
 def plot_variance_map(draws, path, input_image=None, title: str | None = None,
                       cmap: str = "magma") -> Path:
@@ -109,12 +107,12 @@ def plot_variance_map(draws, path, input_image=None, title: str | None = None,
     channels of RGB images) is shown as a heat map with its own colour bar; the title gives the
     mean variance over pixels.
     """
-    x = _images(draws)
+    x = as_images(draws)
     var = pixel_variance(x)
     panels = []
     if input_image is not None:
-        inp = _to_numpy(input_image)
-        inp = _images(inp[None] if inp.ndim == 3 else inp)
+        inp = as_numpy(input_image)
+        inp = as_images(inp[None] if inp.ndim == 3 else inp)
         if inp.shape[0] != 1:
             raise ValueError(f"input_image must be one image [C, H, W], got shape {inp.shape}")
         panels.append(("input", inp[0]))
@@ -123,7 +121,7 @@ def plot_variance_map(draws, path, input_image=None, title: str | None = None,
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 3.4), squeeze=False)
     axes = axes[0]
     for ax, (name, img) in zip(axes, panels):
-        _show_image(ax, img, name)
+        show_image(ax, img, name)
     im = axes[-1].imshow(var, cmap=cmap, interpolation="nearest", vmin=0.0,
                          vmax=max(float(var.max()), 1e-12))
     axes[-1].set_xticks([])
@@ -132,42 +130,10 @@ def plot_variance_map(draws, path, input_image=None, title: str | None = None,
     fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- residuals
-
-def normalized_residuals(x, x_hat, scale=None, eps: float = 1e-12) -> np.ndarray:
-    """Flat array of the finite normalised residuals ``r = (x - x_hat) / s``.
-
-    ``scale`` ``s``: ``None`` for the residuals' own standard deviation (over all finite
-    entries; the residuals are divided by it, not centred, so a bias stays visible; a zero
-    std leaves them unscaled), a positive float, or an
-    array / tensor broadcastable to ``x`` (e.g. the decoder's per-pixel sigma ``[N, C, H, W]``
-    or ``[C, H, W]``). Scales below ``eps`` are raised to ``eps``. ``x`` and ``x_hat`` may have
-    any shape (not only images) but must match; values are not clamped.
-    """
-    a, b = _to_numpy(x).astype(np.float64), _to_numpy(x_hat).astype(np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {a.shape} and {b.shape}")
-    r = a - b
-    if scale is None:
-        finite = r[np.isfinite(r)]
-        s = float(finite.std()) if finite.size else 1.0
-        r = r / (s if s > eps else 1.0)
-    else:
-        s = _to_numpy(scale).astype(np.float64) if not isinstance(scale, (int, float)) \
-            else np.float64(scale)
-        try:
-            s = np.broadcast_to(s, r.shape)
-        except ValueError:
-            raise ValueError(f"scale of shape {np.shape(s)} does not broadcast to {r.shape}") \
-                from None
-        if np.any(s < 0):
-            raise ValueError("scale must be positive")
-        r = r / np.maximum(s, eps)
-    r = r.reshape(-1)
-    return r[np.isfinite(r)]
 
 
 def _is_pathlike(p) -> bool:
@@ -259,99 +225,10 @@ def plot_residual_histogram(x, x_hat=None, path=None, scale=None, bins: int = 10
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title or "normalised residuals", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- spectra
-
-def _fft_chunks(images, chunk: int = 256):
-    x = _images(images)
-    if x.shape[0] == 0:
-        raise ValueError("no images")
-    for s in range(0, x.shape[0], chunk):
-        part = x[s:s + chunk].astype(np.float64)
-        f = np.fft.fftshift(np.fft.fft2(part, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
-        yield np.abs(f)                       # [n, C, H, W]
-
-
-def image_spectrum(images, log: bool = True, eps: float = 1e-8) -> np.ndarray:
-    """Mean 2-D FFT spectrum ``[H, W]`` of ``images`` ``[N, C, H, W]``, fftshifted.
-
-    The FFT is orthonormal (``norm="ortho"``) per image and channel; the zero frequency sits at
-    ``(H // 2, W // 2)``. ``log=True`` (default) returns the mean over images and channels of
-    ``ln(|F| + eps)``; ``log=False`` the mean magnitude ``|F|``. A constant image has all its
-    magnitude at the centre.
-    """
-    total, count = None, 0
-    for mag in _fft_chunks(images):
-        v = np.log(mag + eps) if log else mag
-        s = v.sum(axis=(0, 1))
-        total = s if total is None else total + s
-        count += mag.shape[0] * mag.shape[1]
-    return total / count
-
-
-def radial_power_spectrum(images) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum: ``(freq, power)``, both 1-D.
-
-    Power ``|F|^2`` (orthonormal FFT, mean over images and channels) averaged over rings of
-    radius ``sqrt(fx^2 + fy^2)`` in cycles per pixel, binned with width ``1 / min(H, W)``
-    from 0 to 0.5 (``min(H, W) // 2 + 1`` bins); ``freq`` holds the bin centres. Bin 0 is
-    the mean (DC) term alone.
-    """
-    total, count, shape = None, 0, None
-    for mag in _fft_chunks(images):
-        s = (mag ** 2).sum(axis=(0, 1))
-        total = s if total is None else total + s
-        count += mag.shape[0] * mag.shape[1]
-        shape = mag.shape[-2:]
-    power2d = total / count
-    h, w = shape
-    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
-    fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
-    width = 1.0 / min(h, w)
-    k = np.rint(np.sqrt(fx ** 2 + fy ** 2) / width).astype(int)
-    nb = min(h, w) // 2 + 1
-    keep = k < nb
-    sums = np.bincount(k[keep], weights=power2d[keep], minlength=nb)
-    cnts = np.bincount(k[keep], minlength=nb)
-    power = np.where(cnts > 0, sums / np.maximum(cnts, 1), np.nan)
-    return np.arange(nb) * width, power
-
-
-def lattice_power_fraction(images, periods: tuple[int, ...] = (2, 4)) -> float:
-    """Fraction of the (mean-removed) power of ``images`` ``[N, C, H, W]`` that sits on the
-    frequency lattice of a pattern repeating every ``p`` pixels, p in ``periods``.
-
-    With P(u, v) = mean over images and channels of |F(u, v)|^2 (orthonormal 2-D FFT of each
-    image minus its mean), returns sum P over the lattice {(u, v) != (0, 0): u = 0 mod H/p,
-    v = 0 mod W/p for some p dividing both H and W} divided by sum P. A pattern with period 2
-    (Nyquist) or 4 along an axis, such as the grid that 2x2 average pooling leaves in an
-    energy's input gradient, puts all its power there; smooth natural images put little. The
-    ratio of this number for samples to that of real data is the periodic-artifact score of
-    ``benchmarks/ecvae_grid.py`` (a ratio above 1: more lattice power than the data has).
-    Periods that do not divide the image size are skipped; NaN if none divides. Any real values
-    work (signed ones too: an input gradient), NaN counted as 0.
-    """
-    x = np.nan_to_num(_to_numpy(images).astype(np.float64))
-    if x.ndim != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {x.shape}")
-    h, w = x.shape[-2:]
-    steps = [(h // p, w // p) for p in periods if h % p == 0 and w % p == 0]
-    if not steps:
-        return float("nan")
-    mask = np.zeros((h, w), bool)
-    for sh, sw in steps:
-        mask[::sh, ::sw] = True
-    mask[0, 0] = False
-    total = on = 0.0
-    for s in range(0, x.shape[0], 256):
-        part = x[s:s + 256]
-        part = part - part.mean(axis=(-2, -1), keepdims=True)
-        power = np.abs(np.fft.fft2(part, axes=(-2, -1), norm="ortho")) ** 2
-        total += float(power.sum())
-        on += float(power[..., mask].sum())
-    return on / total if total > 0 else 0.0
 
 
 def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
@@ -411,7 +288,7 @@ def plot_spectra(real, recon, path, labels=("real", "reconstruction"),
     ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- walks
@@ -424,7 +301,7 @@ def save_latent_walk(images, path, pad: int = 1, scale: int | None = None,
     included (the paper: 2 ends + 10 steps, S = 12); a single walk ``[S, C, H, W]`` is
     accepted. ``pad``, ``scale`` and ``pad_value`` are those of :func:`save_image_grid`.
     """
-    x = _to_numpy(images)
+    x = as_numpy(images)
     if x.ndim == 4:
         x = x[None]
     if x.ndim != 5:
@@ -448,7 +325,7 @@ def plot_beta_walk(images_by_beta: Mapping[float, object], path, pad: int = 1,
     """
     if not images_by_beta:
         raise ValueError("plot_beta_walk: no rows")
-    rows = [(b, _images(v)) for b, v in images_by_beta.items()]
+    rows = [(b, as_images(v)) for b, v in images_by_beta.items()]
     shapes = {v.shape[1:] for _, v in rows}
     if len(shapes) != 1:
         raise ValueError(f"plot_beta_walk: rows have different image shapes {sorted(shapes)}")
@@ -478,7 +355,7 @@ def plot_beta_walk(images_by_beta: Mapping[float, object], path, pad: int = 1,
         ax.set_ylabel(f"{label} = {b}" if label else b, rotation=0, ha="right", va="center", fontsize=10)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- toy 2-D
@@ -520,4 +397,13 @@ def plot_toy_density(samples, path, reference=None, log_density_fn=None,
         ax.set_title(density_title, fontsize=10)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def save_compare(images, titles, path) -> Path:
+    """One row of ``[C, H, W]`` images in [0, 1], each under its title, as a PNG figure."""
+    tiles = as_images(torch.stack(list(images)))
+    fig, axes = plt.subplots(1, len(tiles), figsize=(2.2 * len(tiles), 2.5), squeeze=False)
+    for ax, tile, title in zip(axes[0], tiles, titles):
+        show_image(ax, tile, title)
+    return save_figure(fig, path)

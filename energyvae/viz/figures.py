@@ -21,23 +21,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..atomic import atomic_write  # noqa: E402
+from ..imaging.statistics import as_images, as_numpy  # noqa: E402
 
 #: tiles smaller than this (in pixels) are upscaled by an integer factor in saved grids
 MIN_TILE_PX = 32
-
-
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
-def _images(images) -> np.ndarray:
-    """Validate ``[N, C, H, W]`` with C in {1, 3}; return float32 clamped to [0, 1]."""
-    x = _to_numpy(images)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"images must be [N, C, H, W] with C in (1, 3), got shape {x.shape}")
-    return np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def _prepare(path) -> Path:
@@ -57,7 +44,7 @@ def make_grid(images, nrow: int | None = None, pad: int = 1,
     ``W_grid = cols*(W+pad) + pad``. Padding and empty
     cells have value ``pad_value`` (in [0, 1]). Pixel values are ``round(255 * clamp(x))``.
     """
-    x = _images(images)
+    x = as_images(images)
     n, c, h, w = x.shape
     if n == 0:
         raise ValueError("make_grid: no images")
@@ -97,7 +84,7 @@ def save_image_grid(images, path, nrow: int | None = None, pad: int = 1,
     smallest factor making each tile at least ``MIN_TILE_PX`` = 32 pixels, e.g. 4 for 8x8
     images, 2 for 28x28, 1 for 32x32), so padding lines become ``scale`` pixels wide.
     """
-    x = _images(images)
+    x = as_images(images)
     grid = make_grid(x, nrow=nrow, pad=pad, pad_value=pad_value)
     return _write_png(grid, path, _auto_scale(x.shape[2], x.shape[3], scale))
 
@@ -111,7 +98,7 @@ def save_reconstruction_pairs(x, x_hat, path, ncol: int | None = None, pad: int 
     ``2r`` holds inputs ``r*ncol .. r*ncol+ncol-1`` and row ``2r+1`` their reconstructions
     (a short last chunk is filled with ``pad_value``).
     """
-    a, b = _images(x), _images(x_hat)
+    a, b = as_images(x), as_images(x_hat)
     if a.shape != b.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {a.shape} and {b.shape}")
     n = a.shape[0]
@@ -213,7 +200,7 @@ def plot_loss_curves(records: Iterable[Mapping], path, keys: Sequence[str] | Non
 
 
 def _points(points, what: str) -> np.ndarray:
-    p = _to_numpy(points)
+    p = as_numpy(points)
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"{what} must be [N, 2], got shape {p.shape}")
     return p[np.isfinite(p).all(axis=1)]
@@ -275,7 +262,7 @@ def density_grid(log_density_fn: Callable[[torch.Tensor], torch.Tensor], lim: fl
     with torch.no_grad():
         for part in grid.split(chunk):
             out = log_density_fn(part.to(device) if device is not None else part)
-            outs.append(_to_numpy(out).reshape(-1))
+            outs.append(as_numpy(out).reshape(-1))
     logp = np.concatenate(outs).astype(np.float64)
     if logp.shape[0] != n * n:
         raise ValueError(f"log_density_fn returned {logp.shape[0]} values for {n * n} points")

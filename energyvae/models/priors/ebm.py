@@ -1,4 +1,4 @@
-"""Energy-based latent priors p(z) = exp(-E(z)) / Z (paper 002, METHODS.md section 3).
+"""Energy-based latent priors p(z) = exp(-E(z)) / Z (paper 002, docs/methods.md §3).
 
 An EBM prior is composed of three parts, each chosen by name in the config::
 
@@ -50,16 +50,17 @@ nets; benchmarks/results/ebm_prior_*.md, all paired on the same test images):
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from ...registry import Registry, check
+from ...registry import Registry, check, keep_parsed, parsed
 from ..base import PRIORS, UpdateSpec
 from ..posterior import DiagGaussian
-from . import Prior
+from .base import Prior
 
 ENERGIES = Registry("energy")
 LATENT_SAMPLERS = Registry("latent sampler")
@@ -84,7 +85,7 @@ class ChainTrace:
     def diagnostics(self) -> dict:
         """Split R-hat / ESS of both statistics (evaluation/mcmc_diagnostics.py), the acceptance
         rate, the step size and the energy trace's start and end means."""
-        from ...evaluation.mcmc_diagnostics import chain_diagnostics
+        from ...mcmc.diagnostics import chain_diagnostics
         d = chain_diagnostics({"energy": self.energy, "mean_coordinate": self.mean_coordinate}, self.warmup)
         d.update(steps=self.energy.shape[0], chains=self.energy.shape[1], warmup=self.warmup,
                  acceptance=self.acceptance, step_size=self.step_size,
@@ -116,7 +117,22 @@ class TraceRecorder:
         return ChainTrace(torch.stack(self.energy), torch.stack(self.coord), **kw)
 
 
-class LatentSampler(nn.Module):
+class LatentEnergy(nn.Module, ABC):
+    """The contract of a latent energy E(z) (an ``ENERGIES`` entry): ``forward(z)`` maps
+    [..., m] -> [...]. Optional, with defaults: ``tilted`` (E = f + ||z||^2 / 2, bounded below
+    by a Gaussian: what NCP's classifier needs) and ``expected_energy(mean, std, z)`` (E_q[E]
+    with its Gaussian part in closed form, or None)."""
+    tilted: bool = False
+
+    @abstractmethod
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """E(z), [..., m] -> [...]."""
+
+    def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class LatentSampler(nn.Module, ABC):
     """Draws samples of exp(-E(z)) / Z.
 
     ``sample(energy, n, init=None, trace=False) -> (z [n, m], ChainTrace or None)``:
@@ -127,9 +143,10 @@ class LatentSampler(nn.Module):
     parameters.
     """
 
+    @abstractmethod
     def sample(self, energy: nn.Module, n: int, init: torch.Tensor | None = None,
                trace: bool = False) -> tuple[torch.Tensor, ChainTrace | None]:
-        raise NotImplementedError
+        """(z [n, m], the ChainTrace or None)."""
 
 
 @dataclass
@@ -146,7 +163,7 @@ class EnergyOptimParams:
         check(self.every >= 1, f"every: must be >= 1, got {self.every}")
 
 
-class PriorScheme(nn.Module):
+class PriorScheme(nn.Module, ABC):
     """How an EBM prior is trained. Modules it owns (a flow proposal, a sampler network) are
     submodules of the scheme, so they are saved in checkpoints with the model.
 
@@ -156,9 +173,20 @@ class PriorScheme(nn.Module):
     - ``update_loss(prior, name, x, state)``: (scalar loss, logs) of one of them;
     - ``kl(prior, q)``: the VAE's KL-like term per example [B], or None for the default
       one-sample ALB term ln q(z|x) + E(z);
-    - ``sample(prior, n)``: samples [n, m], or None to use the prior's sampler.
+    - ``sample(prior, n)``: samples [n, m], or None to use the prior's sampler;
+    - ``kl_normalized``: True when ``kl`` is a KL to a normalised density (NCP's base);
+    - ``vae_stop``: the step at which the VAE update stops (two-stage schemes), or None;
+    - ``bind(model)``: called once with the VAE (schemes that encode batches themselves).
     """
     trained_by_elbo: bool = False
+    kl_normalized: bool = False
+
+    @property
+    def vae_stop(self) -> int | None:
+        return None
+
+    def bind(self, model: nn.Module) -> None:
+        """Called once by the EBM prior with the model (default: nothing)."""
 
     def updates(self, prior: "EBMPrior") -> list[UpdateSpec]:
         return []
@@ -219,20 +247,30 @@ class EBMPrior(Prior):
         at the samples z [..., B, m] (averaged over leading sample dims), or None when the energy
         has no such split (an MLP): the VAE then uses ln q(z|x) + E(z) at z. Same expectation,
         lower variance: the "ALB" term becomes -H(q) + this (see energies.py)."""
-        f = getattr(self.energy_net, "expected_energy", None)
-        if f is None or self.kl_term == "one_sample":
-            return None
-        return f(q.mean, q.std, z)
+        if self.kl_term == "one_sample" or not isinstance(self.energy_net, LatentEnergy):
+            return None                      # a plain nn.Module energy offers no closed-form part
+        return self.energy_net.expected_energy(q.mean, q.std, z)
 
     def bind(self, model: nn.Module) -> None:
-        """Called by the VAE after building: passed on to a scheme that needs the model."""
-        if hasattr(self.scheme, "bind"):
-            self.scheme.bind(model)
+        """Called by the VAE after building: passed on to the scheme."""
+        self.scheme.bind(model)
 
     @property
     def vae_stop(self) -> int | None:
         """The step at which the VAE update stops (a scheme's two-stage mode), or None."""
-        return getattr(self.scheme, "vae_stop", None)
+        return self.scheme.vae_stop
+
+    @property
+    def kl_normalized(self) -> bool:
+        return self.scheme.kl_normalized
+
+    def sample_traced(self, n: int):
+        """(n samples of the MCMC sampler, its ChainTrace), bypassing a scheme's own generator."""
+        return self.sample(n, trace=True)
+
+    @property
+    def generates_without_sampler(self) -> bool:
+        return self.scheme.sample(self, 2) is not None
 
     def updates(self) -> list[UpdateSpec]:
         return self.scheme.updates(self)
@@ -254,9 +292,9 @@ class EBMPriorParams:
     kl_term: Literal["closed_form", "one_sample"] = "closed_form"
 
     def __post_init__(self):
-        ENERGIES.parse(self.energy, "model.prior.energy")
-        PRIOR_SCHEMES.parse(self.scheme, "model.prior.scheme")
-        LATENT_SAMPLERS.parse(self.sampler, "model.prior.sampler")
+        keep_parsed(self, "energy", ENERGIES, "model.prior.energy")
+        keep_parsed(self, "scheme", PRIOR_SCHEMES, "model.prior.scheme")
+        keep_parsed(self, "sampler", LATENT_SAMPLERS, "model.prior.sampler")
         sampler, energy = self.sampler.get("name"), self.energy.get("name")
         check(sampler not in ("gibbs", "gibbs_langevin") or energy == "grbm",
               f"model.prior.sampler: {sampler} needs the grbm energy (got {energy}); use langevin")
@@ -264,9 +302,9 @@ class EBMPriorParams:
 
 @PRIORS.register("ebm", EBMPriorParams)
 def _ebm(p: EBMPriorParams, *, latent_dim: int, **ctx):
-    energy = ENERGIES.build(p.energy, "model.prior.energy", latent_dim=latent_dim, **ctx)
-    sampler = LATENT_SAMPLERS.build(p.sampler, "model.prior.sampler", latent_dim=latent_dim,
+    energy = ENERGIES.build(parsed(p, "energy"), "model.prior.energy", latent_dim=latent_dim, **ctx)
+    sampler = LATENT_SAMPLERS.build(parsed(p, "sampler"), "model.prior.sampler", latent_dim=latent_dim,
                                     energy=energy, **ctx)
-    scheme = PRIOR_SCHEMES.build(p.scheme, "model.prior.scheme", latent_dim=latent_dim,
+    scheme = PRIOR_SCHEMES.build(parsed(p, "scheme"), "model.prior.scheme", latent_dim=latent_dim,
                                  energy=energy, **ctx)
     return EBMPrior(energy, scheme, sampler, latent_dim, p.kl_term)

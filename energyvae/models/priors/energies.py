@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ...evaluation.ais import grbm_energy, grbm_exact_log_partition
+from ...mcmc.grbm import grbm_energy, grbm_exact_log_partition
 from ...nets.mlp import Activation, check_activation, make_activation
 from ...registry import check
-from .ebm import ENERGIES
+from .ebm import ENERGIES, LatentEnergy
 
 
 # ----------------------------------------------------------------------------------- GRBM
@@ -48,7 +48,7 @@ class GRBMParams:
         check(self.init_std >= 0, f"init_std: must be >= 0, got {self.init_std}")
 
 
-class GRBMEnergy(nn.Module):
+class GRBMEnergy(LatentEnergy):
     """E(z) = 1/2 ||(z - mu) / sigma||^2 - sum_j softplus(W^T (z / sigma^2) + b)_j   (Eq. 12).
 
     Parameters: ``mu`` [m], ``log_sigma`` [m] (sigma = exp), ``W`` [m, h], ``b`` [h]. Eq. 12 is
@@ -127,7 +127,7 @@ class MLPEnergyParams:
         check_activation(self.activation)
 
 
-class MLPEnergy(nn.Module):
+class MLPEnergy(LatentEnergy):
     """E(z) = f(z) (+ ||z||^2 / 2 when ``tilted``), f = Linear -> act -> ... -> Linear(., 1)."""
 
     def __init__(self, latent_dim: int, hidden: list[int], activation: str, tilted: bool):
@@ -170,7 +170,7 @@ class QuadraticParams:
         check(self.jitter > 0, f"jitter: must be > 0, got {self.jitter}")
 
 
-class QuadraticEnergy(nn.Module):
+class QuadraticEnergy(LatentEnergy):
     """E(z) = 1/2 (z - c)^T P (z - c), P = L L^T + jitter I (init: c = 0, L = I).
 
     ln Z = m/2 ln(2 pi) - 1/2 ln det P.

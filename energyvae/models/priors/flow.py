@@ -15,7 +15,7 @@ from torch import nn
 
 from ...registry import check
 from ..base import PRIORS
-from . import Prior
+from .base import Prior
 
 
 def make_flow(dim: int, transforms: int = 4, hidden: Sequence[int] = (64, 64),

@@ -19,7 +19,7 @@ from torch import nn
 from ...registry import check
 from ..base import PRIORS, BindsModel
 from ..posterior import DiagGaussian
-from . import Prior
+from .base import Prior
 
 
 class VampPrior(BindsModel, Prior):

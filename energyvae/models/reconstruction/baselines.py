@@ -16,7 +16,7 @@ is the existing ``bernoulli`` objective; InfoVAE is a latent regulariser, see
     flip sign when an image is negated, so SSIM(-x, x) ~ 1; with a raw decoder the loss found
     inverted, negative reconstructions on digits (SSIM 0.79 at a per-pixel MSE of 0.89). A
     sigmoid output, as in SSIM-trained autoencoders, rules that out. SSIM is
-    :func:`energyvae.evaluation.restoration.ssim` (torchmetrics, Gaussian window, k1 = 0.01,
+    :func:`energyvae.imaging.quality.ssim` (torchmetrics, Gaussian window, k1 = 0.01,
     k2 = 0.03, reflect padding, no clamping: differentiable everywhere), including its
     small-image window rule (side = largest odd number <= the shortest image side, sigma =
     1.5 side / 11; 7x7 on 8x8 digits). The paper gives no weight: 1 - SSIM lies in [0, 2] while
@@ -87,7 +87,8 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 from ...registry import check
-from . import RECONSTRUCTIONS, Reconstruction, flat_sum
+from ..base import RECONSTRUCTIONS
+from .base import Reconstruction, flat_sum
 
 __all__ = ["ScoreLoss", "PixelLoss", "SSIMLoss", "FocalFrequencyLoss", "StudentT", "QuantileSpline",
            "squared_error", "absolute_error", "focal_weights", "focal_frequency_loss",
@@ -181,7 +182,7 @@ class SSIMLoss(ScoreLoss):
         return self.lo + (self.hi - self.lo) * torch.sigmoid(out)
 
     def score(self, x, out):
-        from ...evaluation.restoration import ssim   # lazy: torchmetrics is slow to import
+        from ...imaging.quality import ssim   # lazy: torchmetrics is slow to import
         x01 = (x - self.lo) / (self.hi - self.lo)
         return self.weight * (1 - ssim(torch.sigmoid(out), x01, 1.0))
 

@@ -1,6 +1,6 @@
 """Energy-score reconstruction objectives: EnVAE (``energy_score``) and FEnVAE (``fast_energy_score``).
 
-Paper 000 ("Likelihood-Free VAEs"; see ``METHODS.md`` section 1 for the clean formulas). The
+Paper 000 ("Likelihood-Free VAEs"; see docs/methods.md §1 for the clean formulas). The
 decoder g is deterministic and the reconstruction term is the energy score of the push-forward
 P = g_# q(z|x) at the data point x (Gneiting & Raftery 2007), a proper scoring rule:
 
@@ -19,7 +19,7 @@ Conventions (both objectives):
   decodings): such pairs are masked out *before* the power, so d||.||^beta / d. is taken as 0
   there instead of 0 * inf = nan. A NaN decoding gives a NaN loss (it is not masked).
 
-EnVAE (paper 000, Eqs. 3 and 5, ``METHODS.md`` section 1), M >= 2 samples
+EnVAE (paper 000, Eqs. 3 and 5, docs/methods.md §1), M >= 2 samples
 x_i = g(z_i), z_i ~ q(z|x) (reparameterised, all M drawn at once, decoded in chunks, below):
 
     L = 1/M sum_i ||x_i - x||^beta - 1/(2 M (M-1)) sum_i sum_{j != i} ||x_i - x_j||^beta.
@@ -128,7 +128,8 @@ import torch
 from ...errors import ConfigError
 from ...registry import check
 from ..posterior import DiagGaussian
-from . import RECONSTRUCTIONS, Decode, Reconstruction
+from ..base import RECONSTRUCTIONS
+from .base import Decode, Reconstruction
 
 SQRT2 = math.sqrt(2.0)
 #: automatic pairwise chunking keeps a chunk's float64 temporaries (``auto_chunk``) under this

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...registry import check
-from . import RECONSTRUCTIONS, Reconstruction, flat_sum
+from ..base import RECONSTRUCTIONS
+from .base import Reconstruction, flat_sum
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -67,6 +68,9 @@ class LocationScale(Reconstruction):
     def log_prob(self, x, out):
         residual = x - out
         return flat_sum(self._log_density(residual, self.scale(residual)))
+
+    def residual_scale(self) -> float:
+        return float(self.scale())
 
 
 class Gaussian(LocationScale):

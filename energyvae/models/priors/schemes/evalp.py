@@ -1,4 +1,4 @@
-"""EVaLP: an EBM prior with a sampler network instead of MCMC (paper 003, METHODS.md section 4;
+"""EVaLP: an EBM prior with a sampler network instead of MCMC (paper 003, docs/methods.md §4;
 ``scheme: {name: evalp}``).
 
 The partition function of p(z) = exp(-E(z)) / Z is handled by the abstract's variational bound
@@ -28,7 +28,7 @@ switch of the KL term reads the persistent buffer ``vae_steps`` (VAE updates don
 checkpoints and copied to the EMA model), not the trainer's step, so resumed runs and loaded
 models use the right term; validation losses before and after T are thus different quantities.
 
-Defaults (METHODS.md, "What the authors' public code does"): Adam betas (0.5, 0.999), energy
+Defaults (docs/methods.md, "What the authors' public code does"): Adam betas (0.5, 0.999), energy
 lr 5e-5 and sampler lr 5e-4 (their "5e-4 / 5e-5" read as sampler / energy: S must keep up with
 the energy), gradient penalty 0 here (theirs: 10; we put it at the positives, as MEG, Kumar et
 al. 2019, whose energy / sampler losses EVaLP's match), S a 4-layer flow (theirs: RealNVP with

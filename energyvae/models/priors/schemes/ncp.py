@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from ....errors import ConfigError
 from ....registry import check
 from ...base import BindsModel
-from ..ebm import PRIOR_SCHEMES, EnergyOptimParams, PriorScheme
+from ..ebm import PRIOR_SCHEMES, EnergyOptimParams, LatentEnergy, PriorScheme
 
 
 @dataclass
@@ -138,7 +138,7 @@ class NCPScheme(BindsModel, PriorScheme):      # bound: encodes batches once the
 
 @PRIOR_SCHEMES.register("ncp", NCPParams)
 def _ncp(p: NCPParams, *, latent_dim: int, energy=None, **_):
-    if not getattr(energy, "tilted", False):
+    if not (isinstance(energy, LatentEnergy) and energy.tilted):
         raise ConfigError("model.prior.scheme: ncp needs the tilted energy (energy: {name: tilted}): its "
                           "tilt is the classifier's logit, so exp(-E) = N(0, I) r(z) (schemes/ncp.py)")
     return NCPScheme(p, latent_dim)
