@@ -1,7 +1,7 @@
 """Benchmark: the baseline VAE family (decoder likelihoods) under one budget and one network.
 
-    python benchmarks/baseline_family.py                       # digits, 6000 steps, seed 0
-    python benchmarks/baseline_family.py --dataset fashion-mnist --steps 5000 --seeds 0 1
+    python -m benchmarks.baseline_family                       # digits, 6000 steps, seed 0
+    python -m benchmarks.baseline_family --dataset fashion-mnist --steps 5000 --seeds 0 1
 
 Each variant is configs/digits_vae.yaml (MLP 256-256, latent 8, batch 128) with overrides.
 NLL is the importance-weighted bound (K=100) on the test split in nats; bits/dim of the
@@ -12,11 +12,10 @@ dequantized data is not comparable with a mass on binary data either.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, run_variants, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, header, now, run_variants, table, write  # noqa: E402
 
 VARIANTS = {
     "bernoulli (binarised)": ["data.binarize=true", "model.reconstruction={name: bernoulli}"],

@@ -1,22 +1,35 @@
-"""Shared driver of the benchmark scripts: train each variant (config overrides) for each
-seed with the library's trainer, evaluate it with ``energyvae evaluate``'s back end, and
-write a Markdown table (mean +- std over seeds) stating machine, command, seeds and budget.
-Finished runs are reused, so an interrupted benchmark continues where it stopped."""
+"""Shared driver of the benchmark scripts (run each from the repository root as
+``python -m benchmarks.NAME``): train or reuse, evaluate, table.
+
+- :func:`train_or_reuse`: one run, a config with overrides trained by the library's trainer
+  into its folder under ``runs/``. A finished run there is reused and an unfinished one resumed
+  from its last checkpoint, so an interrupted benchmark continues where it stopped; either only
+  if the run was trained with the config asked for now (:func:`check_cached`: a budget or an
+  override changed since then stops the benchmark instead of reporting the old run under the new
+  settings). :func:`run_config` is that config and check without training.
+- :func:`run_variants`: every variant (config overrides) x seed through :func:`train_or_reuse`
+  (folders :func:`run_path`), evaluated with ``energyvae evaluate``'s back end:
+  {variant: {column: [value per seed]}}.
+- :func:`table`, :func:`header`, :func:`write`: a Markdown table (mean +- std over seeds) that
+  states machine, command, seeds and budget, written to benchmarks/results/.
+"""
 from __future__ import annotations
 
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from energyvae.config import dump_config, load_config
-from energyvae.evaluation.evaluate import evaluate_run
-from energyvae.runs import train_run
+from energyvae.commands.evaluate import evaluate_run
+from energyvae.commands.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -26,22 +39,57 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def run_path(runs_dir: Path, name: str, seed: int) -> Path:
+    """The folder of variant ``name``'s run with ``seed`` under ``runs_dir``."""
+    return runs_dir / f"{slug(name)}_s{seed}"
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` trained to its end (it wrote metrics.json)."""
+    return (run_dir / "metrics.json").exists()
+
+
+def train_seconds(run_dir: Path) -> float:
+    """The training wall time a finished run recorded."""
+    return json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
+
+
+def run_config(config: str | Path, overrides: Sequence[str], run_dir: Path, seed: int):
+    """The config of one benchmark run, checked against the run cached in ``run_dir``
+    (:func:`check_cached`): ``config`` (a path relative to the repository, or a shipped config's
+    name) with ``overrides``, then ``train.seed``, no progress bar, no IW bound at the end of
+    training (the benchmarks evaluate separately) and ``run.dir``."""
+    path = ROOT / config
+    cfg = load_config(path if path.is_file() else config,
+                      [*overrides, f"train.seed={seed}", "train.progress=false", "eval.iw_samples=0",
+                       f"run.dir={run_dir}"])
+    check_cached(run_dir, cfg)
+    return cfg
+
+
+def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: Path, *, seed: int):
+    """Train the run of :func:`run_config` into ``run_dir``, resuming its last checkpoint if an
+    earlier attempt stopped; a finished run is reused. Either way the folder must hold the run
+    this config asks for (else SystemExit). Returns the config."""
+    cfg = run_config(config, overrides, run_dir, seed)
+    if not finished(run_dir):
+        train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+    return cfg
+
+
 def run_variants(variants: dict[str, list[str]], *, config: str, common: list[str], seeds_for,
                  columns: list[str], metrics: tuple, runs_dir: Path, n: int = 2000, log=print) -> dict:
-    """{variant: {column: [value per seed]}}; ``seeds_for(variant)`` lists its seeds."""
+    """Train or reuse (:func:`train_or_reuse`) and evaluate every variant with each of its seeds
+    (``seeds_for(variant)``), in ``run_path(runs_dir, variant, seed)``:
+    {variant: {"values": {column: [value per seed]}, "features", "reference", "seeds"}}."""
     rows = {}
     for name, overrides in variants.items():
         per_seed = []
         for seed in seeds_for(name):
-            run_dir = runs_dir / f"{slug(name)}_s{seed}"
-            cfg = load_config(ROOT / config, [*common, *overrides, f"train.seed={seed}",
-                                              "train.progress=false", "eval.iw_samples=0",
-                                              f"run.dir={run_dir}"])
-            check_cached(run_dir, cfg)
-            if not (run_dir / "metrics.json").exists():   # unfinished: resume its checkpoint, if any
-                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+            run_dir = run_path(runs_dir, name, seed)
+            train_or_reuse(config, [*common, *overrides], run_dir, seed=seed)
             res = evaluate_run(run_dir, n=n, seed=seed, progress=False, metrics=metrics)
-            res["metrics"]["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
+            res["metrics"]["train_seconds"] = train_seconds(run_dir)
             per_seed.append(res)
             log(f"{name} seed {seed}: " + ", ".join(f"{k} {res['metrics'].get(k, float('nan')):.4g}"
                                                     for k in columns))
@@ -114,7 +162,7 @@ def header(title: str, budget: str, seconds: float, rows: dict) -> list[str]:
     ref = next((r["reference"] for r in rows.values() if r.get("reference")), None) or {}
     acc = feat.get("test_accuracy")
     return [f"# {title}", "",
-            f"- command: `python {' '.join(sys.argv)}`",
+            f"- command: `{command()}`",
             f"- machine: {platform.platform()}, CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
             f"- budget: {budget}; wall time {seconds:.0f} s",
             f"- features: {feat.get('name', '—')} ({str(feat.get('hash', ''))[:12]}"
@@ -133,3 +181,16 @@ def write(name: str, lines: list[str], rows: dict) -> Path:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def command() -> str:
+    """This process's command line as typed from the repository root: ``python -m benchmarks.NAME
+    ARGS`` for a benchmark run as a module, else ``python SCRIPT ARGS``."""
+    import __main__
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name:
+        head = ["-m", spec.name.removesuffix(".__main__")]
+    else:
+        script = Path(sys.argv[0]).resolve()
+        head = [str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]]
+    return "python " + " ".join([*head, *map(shlex.quote, sys.argv[1:])])

@@ -1,9 +1,9 @@
 """Benchmark: paper 002's Table 2 / Fig. 1 on dynamically binarised Fashion-MNIST — EBM latent
 priors against N(0, I), paired on the same test images, with the samplers' diagnostics.
 
-    python benchmarks/ebm_prior_fashion.py --epochs 50 --seeds 0
-    python benchmarks/ebm_prior_fashion.py --epochs 50 --seeds 0 --only "GRBM-SSM" "GRBM-Adv."  # a part
-    python benchmarks/ebm_prior_fashion.py --dataset digits --epochs 20 --seeds 0 1 2 --k 100 --examples 360 --n 360
+    python -m benchmarks.ebm_prior_fashion --epochs 50 --seeds 0
+    python -m benchmarks.ebm_prior_fashion --epochs 50 --seeds 0 --only "GRBM-SSM" "GRBM-Adv."  # a part
+    python -m benchmarks.ebm_prior_fashion --dataset digits --epochs 20 --seeds 0 1 2 --k 100 --examples 360 --n 360
 
 (the last is the CI-sized smoke version: a few minutes on one CPU thread). Parts can run in
 parallel processes with disjoint ``--only`` lists; the run without ``--only`` then reuses their
@@ -40,13 +40,14 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, draw, header, now, run_variants, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import (RESULTS, ROOT, draw, finished, header, now, run_path, run_variants,  # noqa: E402
+                               slug, write)
 
 GRBM = "{name: grbm, hidden: 64}"
 TILTED = "{name: tilted, hidden: [200, 200]}"
@@ -161,7 +162,7 @@ def main() -> None:
     def seeds_for(name):
         seeds = args.seeds if args.all_seeds_for is None or name in args.all_seeds_for else args.seeds[:1]
         if args.existing_only:
-            seeds = [s for s in seeds if (runs_dir / f"{slug(name)}_s{s}" / "metrics.json").exists()]
+            seeds = [s for s in seeds if finished(run_path(runs_dir, name, s))]
         return seeds
     t0 = now()
     trained = run_variants(models, config=CONFIGS[args.dataset],

@@ -1,7 +1,7 @@
 """Benchmark (diagnosis): ablations of EBM-prior training, paired on the same test images.
 
-    python benchmarks/ebm_prior_kl_term.py --steps 3000 --seeds 0 1 2                    # the KL term
-    python benchmarks/ebm_prior_kl_term.py --study prior_lr --epochs 10 --seeds 0 1 2     # the prior's lr
+    python -m benchmarks.ebm_prior_kl_term --steps 3000 --seeds 0 1 2                    # the KL term
+    python -m benchmarks.ebm_prior_kl_term --study prior_lr --epochs 10 --seeds 0 1 2     # the prior's lr
 
 Study ``kl_term`` (the default): what the VAE's KL-term estimator of an EBM prior costs.
 With an unnormalised prior the VAE update needs E_q[ln q(z|x) + E(z)] (ln Z is constant). Paper
@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, run_variants, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, header, now, run_variants, slug, write  # noqa: E402
 
 FIXED = ("model.prior={{name: ebm, energy: {{name: quadratic}}, kl_term: {term}, "
          "scheme: {{name: ssm, lr: 1.0e-12, every: 1000000000}}}}")

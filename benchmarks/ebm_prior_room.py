@@ -1,6 +1,6 @@
 """Benchmark (diagnosis): how much a learned prior *can* gain on a trained N(0, I) VAE.
 
-    python benchmarks/ebm_prior_room.py --run runs/bench_ebm_prior_fashion-mnist_e50/N_0__I_s0
+    python -m benchmarks.ebm_prior_room --run runs/bench_ebm_prior_fashion-mnist_e50/N_0__I_s0
 
 With the encoder and decoder fixed, the ELBO depends on the prior only through
 -KL(q_agg || p) (Hoffman & Johnson 2016; paper 002, Eq. 11): the best prior for this VAE is its
@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, header, now, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, header, now, write  # noqa: E402
 
 
 def main() -> None:

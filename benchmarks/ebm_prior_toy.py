@@ -2,7 +2,7 @@
 2 spirals, U1..U4): held-out NLL per model and a figure grid (rows: datasets; columns: ground
 truth, then each model's samples, then each model's density).
 
-    python benchmarks/ebm_prior_toy.py --steps 2000 --seeds 0 1 2
+    python -m benchmarks.ebm_prior_toy --steps 2000 --seeds 0 1 2
 
 Models (paper 002, section 4.1), all with the paper's toy nets (configs/toy2d_vae.yaml:
 DenseNet blocks, hidden 16, depth 4, weight norm, 2-D latent, learned-scale Gaussian decoder):
@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -31,8 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, header, now, run_variants, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import RESULTS, ROOT, header, now, run_variants, slug, write  # noqa: E402
 
 GRBM = "{name: grbm, hidden: 16}"
 GIBBS = "{name: gibbs_langevin, steps: 100}"

@@ -5,8 +5,8 @@ ablations; sampling time with and without MCMC and the EC-VAE / VAE training-ste
 ratios measured in one run; zero-shot restoration (inpainting, super-resolution and, on
 coloured digits, colorization) against A+ y and the same procedure without the EBM term.
 
-    python benchmarks/ecvae.py --dataset digits --steps 1500 --seeds 0 1 2
-    python benchmarks/ecvae.py --dataset fashion-mnist --steps 1000 --seeds 0 1 2
+    python -m benchmarks.ecvae --dataset digits --steps 1500 --seeds 0 1 2
+    python -m benchmarks.ecvae --dataset fashion-mnist --steps 1000 --seeds 0 1 2
 
 Every comparison is paired: the same seeds for every model (FID_gen differences per seed, mean
 +- standard error over seeds) and the same test images (MSE / ELBO / PSNR differences per image,
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
 
 NO_PD = ["model.calibrators.0.primal_dual=false"]
 CPOST = "{name: calibrated_posterior}"
@@ -190,7 +191,7 @@ def sampling_ratio(model, mcmc: int, n: int = 500, repeats: int = 3) -> float:
 
 def train_step_ratio(runs_dir: Path, a: str, b: str, seed: int, repeats: int = 3) -> float:
     """Median training-step time of run ``a`` over run ``b`` (evaluate's timer), interleaved."""
-    from energyvae.evaluation.evaluate import time_train_steps
+    from energyvae.evaluation.model_metrics import time_train_steps
     from energyvae.runs import load_run
 
     loaded = {k: load_run(run_dir(runs_dir, k, seed), "last", ema=False) for k in (a, b)}
@@ -241,7 +242,7 @@ def restoration_rows(vae, ecs: dict, data, tasks: dict, n: int, seed: int) -> tu
     """Rows "task / method" for A+ y, the VAE prior and, per EC model {name: (model, beta)}, the
     same chain without and with its EBM term; and per task the per-image PSNR differences
     (with - without the EBM term) of each EC model."""
-    from energyvae.evaluation.restoration import consistency, psnr, ssim
+    from energyvae.imaging.quality import consistency, psnr, ssim
     from energyvae.restoration.operators import OPERATORS
     from energyvae.restoration.zero_shot import pinv_baseline, restore
 
@@ -274,7 +275,7 @@ def restoration_rows(vae, ecs: dict, data, tasks: dict, n: int, seed: int) -> tu
 
 def choose_beta(model, data, n: int, seed: int) -> tuple[float, dict]:
     """The EBM weight of restoration with the best validation PSNR on box inpainting."""
-    from energyvae.evaluation.restoration import psnr
+    from energyvae.imaging.quality import psnr
     from energyvae.restoration.operators import OPERATORS
     from energyvae.restoration.zero_shot import restore
 

@@ -14,7 +14,7 @@ measures on every trained run:
   over the last quarter of training;
 - FID of 2000 one-pass samples against the test split (the library's feature net).
 
-    python benchmarks/ecvae_grid.py --steps 800 --seeds 0
+    python -m benchmarks.ecvae_grid --steps 800 --seeds 0
 
 Variants: the VAE alone (reference); ``avg`` (the old default: 2x2 average pooling, s = 0.1); (a) the authors' demo chain
 converted to [0, 1] pixels (s = 0.025); (b) blur-pool / strided-conv downsampling; (c) the energy
@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, header, now, slug, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import RESULTS, ROOT, header, now, table, train_or_reuse, write  # noqa: E402
 
 ENERGY = "{name: resnet, channels: [16, 32, 64], blocks: 1, head: 64, spectral_norm: true"
 EC = "model.calibrators.0"
@@ -56,17 +56,11 @@ LOG_KEYS = ("ec/l_con", "ec/lambda", "ec/e_real", "ec/e_cal")
 
 def common(steps: int) -> list[str]:
     return [f"train.steps={steps}", "train.epochs=null", "train.batch_size=64", "train.eval_every=1000000",
-            "train.checkpoint_every=200", "train.log_every=25", "train.progress=false", "eval.iw_samples=0"]
+            "train.checkpoint_every=200", "train.log_every=25"]
 
 
 def train(run_dir: Path, overrides: list[str], steps: int, seed: int) -> None:
-    from energyvae.config import load_config
-    from energyvae.runs import train_run
-
-    if (run_dir / "metrics.json").exists():
-        return
-    cfg = load_config(ROOT / CONFIG, [*common(steps), *overrides, f"train.seed={seed}", f"run.dir={run_dir}"])
-    train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+    train_or_reuse(CONFIG, [*common(steps), *overrides], run_dir, seed=seed)
 
 
 def train_log(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -2,8 +2,8 @@
 with its original loss (calibrated Gaussian), +EnL (energy score, M = 10) and +FEnL (the
 antithetic one-sample score), paired per seed.
 
-    python benchmarks/ecvae_table2.py --steps 500 --seeds 0 1 2
-    python benchmarks/ecvae_table2.py --steps 1000 --rows "EC-VAE (original)" "EC-VAE +EnL (lambda x 0.01)" \
+    python -m benchmarks.ecvae_table2 --steps 500 --seeds 0 1 2
+    python -m benchmarks.ecvae_table2 --steps 1000 --rows "EC-VAE (original)" "EC-VAE +EnL (lambda x 0.01)" \
         "EC-VAE +FEnL (lambda x 0.01)"      # is the 500-step ordering stable at twice the budget?
 
 The energy-score rows use KL weight 0.01 (benchmarks/ncp.py: with the ELBO's 1 the score's
@@ -16,13 +16,12 @@ results/envae_speed.md): a CPU-scale check of the direction, not the paper's set
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell_se, header, now, run_variants, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, cell_se, header, now, run_variants, table, write  # noqa: E402
 
 VARIANTS = {"EC-VAE (original)": [],
             "EC-VAE +EnL": ["model.reconstruction={name: energy_score, samples: 10}", "model.kl_weight=0.01"],

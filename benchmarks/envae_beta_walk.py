@@ -3,7 +3,7 @@
 figure with one row of reconstructions and one of samples per beta (same test images, same
 latent draws for every beta).
 
-    python benchmarks/envae_beta_walk.py --dataset digits --steps 3000
+    python -m benchmarks.envae_beta_walk --dataset digits --steps 3000
 
 beta = 2 is only proper (the score reduces to ||E X - x||^2 and ignores the spread), so the
 walk shows what the strictly proper beta < 2 adds. The objective defaults to the library's
@@ -12,13 +12,12 @@ bounded one-sample FEnVAE (``variant: antithetic``); ``--objective envae`` uses 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import envae_overrides, RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import envae_overrides, RESULTS, ROOT, header, now, run_variants, slug, table, write  # noqa: E402
 
 OBJECTIVES = {"fenvae": "fast_energy_score, variant: antithetic", "envae": "energy_score, samples: 10"}
 COLUMNS = ["fid_rec", "fid_gen", "is_gen"]

@@ -2,16 +2,15 @@
 two factors behind FEnVAE's local-linearity approximation: the encoder's Lipschitz estimate
 and the mean posterior variance (energyvae.evaluation.latent).
 
-    python benchmarks/envae_latent_sweep.py --dataset digits --steps 3000
+    python -m benchmarks.envae_latent_sweep --dataset digits --steps 3000
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import envae_overrides, ROOT, header, now, run_variants, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import envae_overrides, ROOT, header, now, run_variants, table, write  # noqa: E402
 
 OBJECTIVES = {"EnVAE (M=10)": "{name: energy_score, samples: 10}",
               "FEnVAE": "{name: fast_energy_score, variant: single}",

@@ -32,9 +32,9 @@ encoder and of the decoder alone on one batch of B (timed in the same rounds). N
 loss itself (EnVAE's pairwise distances are O(B M^2 n)), the optimizer step, overheads, and the
 change in per-image speed when the decoder runs on more latents per call than B.
 
-    python benchmarks/envae_speed.py --threads 1         # default: 6 rounds x 2 steps, batch 64, M 2 10 50 100
-    python benchmarks/envae_speed.py --rounds 8 --batch-size 128 --threads 1
-    python benchmarks/envae_speed.py --rounds 1 --samples 2 3 --out /tmp/envae_speed_smoke.md   # smoke test
+    python -m benchmarks.envae_speed --threads 1         # default: 6 rounds x 2 steps, batch 64, M 2 10 50 100
+    python -m benchmarks.envae_speed --rounds 8 --batch-size 128 --threads 1
+    python -m benchmarks.envae_speed --rounds 1 --samples 2 3 --out /tmp/envae_speed_smoke.md   # smoke test
 """
 from __future__ import annotations
 
@@ -42,19 +42,20 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from energyvae.config import build_config, load_config
-from energyvae.models import build_model
-from energyvae.runs import prepare
-from energyvae.train import Trainer
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, command  # noqa: E402
+from energyvae.config import build_config, load_config  # noqa: E402
+from energyvae.models import build_model  # noqa: E402
+from energyvae.runs import prepare  # noqa: E402
+from energyvae.train import Trainer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 NET = {"latent_dim": 32, "encoder": {"name": "conv", "channels": [32, 64, 128]},
        "decoder": {"name": "conv", "channels": [32, 64, 128]}}
@@ -179,7 +180,7 @@ def main() -> None:
     t_e, t_d = statistics.median(pass_times["encoder"]), statistics.median(pass_times["decoder"])
     ratio_timed = lambda n: (t_e + n * t_d) / (t_e + t_d)
     lines = [f"# EnVAE / FEnVAE / EC-VAE training-step cost relative to a plain VAE", "",
-             f"- command: `python {' '.join(sys.argv)}`",
+             f"- command: `{command()}`",
              f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",
              f"- data: {dataset} {tuple(data.shape)}" + (f" ({note})" if note else "")

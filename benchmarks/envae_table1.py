@@ -3,8 +3,8 @@ budget: L2, L1, CE, SSIM, InfoVAE, FFL, Student-t, DistVAE, EnVAE (M = 2, 10, 50
 (M = 2 is the cheapest proper energy score: one pair, two decodes, against FEnVAE's three;
 "FEnVAE (antithetic)" is the library's bounded one-sample variant, see energy_score.py).
 
-    python benchmarks/envae_table1.py --dataset digits --steps 3000
-    python benchmarks/envae_table1.py --dataset fashion-mnist --steps 1000 --skip "FEnVAE (sigmoid output)"
+    python -m benchmarks.envae_table1 --dataset digits --steps 3000
+    python -m benchmarks.envae_table1 --dataset fashion-mnist --steps 1000 --skip "FEnVAE (sigmoid output)"
 
 Every variant trains for the same number of steps (same batches), so EnVAE's M decodes per
 step cost wall time; seconds per epoch are reported. L2, EnVAE (M=2, 10) and FEnVAE run with
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import envae_overrides, ROOT, cell, header, now, run_variants, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import envae_overrides, ROOT, cell, header, now, run_variants, write  # noqa: E402
 
 
 

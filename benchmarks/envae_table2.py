@@ -3,9 +3,9 @@ DT-VAE (Han et al. 2020), NCP-VAE (Aneja et al. 2021) and EC-VAE (paper 001), ea
 original loss, +EnL (energy score, M = 10) and +FEnL (the antithetic one-sample score), on
 digits (all three) and Fashion-MNIST (DT-VAE, NCP-VAE), paired per seed against the base's original loss.
 
-    python benchmarks/envae_table2.py --seeds 0 1 2                 # all three bases, ~1 h here
-    python benchmarks/envae_table2.py --bases dt --seeds 0 1 2      # DT-VAE only, ~15 min
-    python benchmarks/envae_table2.py --dataset fashion-mnist --bases dt ncp --dt-steps 1000 \
+    python -m benchmarks.envae_table2 --seeds 0 1 2                 # all three bases, ~1 h here
+    python -m benchmarks.envae_table2 --bases dt --seeds 0 1 2      # DT-VAE only, ~15 min
+    python -m benchmarks.envae_table2 --dataset fashion-mnist --bases dt ncp --dt-steps 1000 \
         --dt-rows "VAE (no EBM)" "DT-VAE (original)" "DT-VAE, energy_l2 = 0" "DT-VAE +EnL (w x 0.01)" \
         "DT-VAE +FEnL (w x 0.01)"
 
@@ -29,17 +29,15 @@ rebuild the table.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell_se, header, now, run_variants, slug, write  # noqa: E402
-import ecvae_table2  # noqa: E402
-import ncp  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, cell_se, header, now, run_variants, slug, write  # noqa: E402
+from benchmarks import ecvae_table2, ncp  # noqa: E402
 
-from energyvae.evaluation.evaluate import evaluate_run  # noqa: E402
+from energyvae.commands.evaluate import evaluate_run  # noqa: E402
 
 ES, FES, KL = ("model.reconstruction={name: energy_score, samples: 10}",
                "model.reconstruction={name: fast_energy_score}", "model.kl_weight=0.01")

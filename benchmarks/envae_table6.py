@@ -1,7 +1,7 @@
 """Paper 000's Table 6 / Fig. 5 on digits: EnVAE's FID and training time against the number of
 samples M = 10, 20, 50, 100, under one conv network and one budget.
 
-    python benchmarks/envae_table6.py --steps 1000 --seeds 0 1 2
+    python -m benchmarks.envae_table6 --steps 1000 --seeds 0 1 2
 
 Every M trains for the same steps and batches (configs/fenvae_fashion.yaml's nets, KL weight
 0.01: benchmarks/common.envae_overrides). FID_rec / FID_gen use the library's digits feature
@@ -13,13 +13,12 @@ Cells: mean ± std over seeds.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, envae_overrides, header, now, run_variants, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, envae_overrides, header, now, run_variants, table, write  # noqa: E402
 
 SAMPLES = (10, 20, 50, 100)
 

@@ -1,7 +1,7 @@
 """Paper 000's Fig. 6 and Fig. 20 on digits: does the model's per-image uncertainty track its
 loss, and how do per-example posteriors, the aggregate posterior and the prior sit in 2-D.
 
-    python benchmarks/envae_uncertainty.py --seeds 0 1 2 --steps 3000
+    python -m benchmarks.envae_uncertainty --seeds 0 1 2 --steps 3000
 
 Fig. 6 (uncertainty vs loss). For each objective (L2, EnVAE M = 10, FEnVAE antithetic) and
 seed, a VAE with configs/fenvae_fashion.yaml's conv nets is trained on digits (the paper-000
@@ -19,16 +19,16 @@ posterior (one z ~ q(z|x) per test image) and the prior's 1/2/3-sigma circles.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, cell_se, envae_overrides, header, now, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import (RESULTS, ROOT, cell_se, envae_overrides, header, now, slug,  # noqa: E402
+                               train_or_reuse, write)
 
-from energyvae.config import load_config  # noqa: E402
-from energyvae.runs import load_run, train_run  # noqa: E402
+from energyvae.runs import load_run  # noqa: E402
 
 OBJECTIVES = {"L2": "{name: l2}", "EnVAE (M=10)": "{name: energy_score, samples: 10}",
               "FEnVAE (antithetic)": "{name: fast_energy_score}"}
@@ -38,13 +38,10 @@ DRAWS = 16
 def train(label: str, seed: int, args, latent_dim: int | None = None) -> Path:
     tag = f"_m{latent_dim}" if latent_dim else ""
     run_dir = ROOT / args.runs / f"{slug(label)}{tag}_s{seed}"
-    overrides = [*envae_overrides("digits", 0.01, args.steps, 64), f"model.reconstruction={OBJECTIVES[label]}",
-                 f"train.seed={seed}", "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}"]
+    overrides = [*envae_overrides("digits", 0.01, args.steps, 64), f"model.reconstruction={OBJECTIVES[label]}"]
     if latent_dim:
         overrides.append(f"model.latent_dim={latent_dim}")
-    if not (run_dir / "metrics.json").exists():
-        train_run(load_config(ROOT / "configs/fenvae_fashion.yaml", overrides),
-                  resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+    train_or_reuse("configs/fenvae_fashion.yaml", overrides, run_dir, seed=seed)
     return run_dir
 
 

@@ -2,7 +2,7 @@
 N(0, I) and against the same energy sampled by MCMC: FID of samples, test NLL, the
 prior-hole metric and the sampling time per 1000 images, all in one run.
 
-    python benchmarks/evalp.py --dataset digits --steps 6000
+    python -m benchmarks.evalp --dataset digits --steps 6000
 
 Two models are trained with one VAE (configs/digits_vae.yaml or the binarised Fashion-MNIST
 MLP of configs/fashion_binarized_mlp.yaml): N(0, I) prior, and EVaLP (MLP energy
@@ -20,13 +20,12 @@ for 1000 images (prior sampler + decoder).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, draw, header, now, run_variants, slug, table, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import ROOT, draw, header, now, run_variants, slug, table, write  # noqa: E402
 
 CONFIGS = {"digits": "configs/digits_vae.yaml", "fashion-mnist": "configs/fashion_binarized_mlp.yaml"}
 EVALP = ("model.prior={name: ebm, energy: {name: tilted, hidden: [200, 200]}, "

@@ -1,7 +1,7 @@
 """Why FEnVAE's Eq. 14 diverges here while paper 000 trains it, and Table 5 (single vs double
 noise), on digits with configs/fenvae_fashion.yaml's conv nets.
 
-    python benchmarks/fenvae_eq14.py --steps 2000 --seeds 0 1 2
+    python -m benchmarks.fenvae_eq14 --steps 2000 --seeds 0 1 2
 
 Eq. 14 ("single") is trained under the conditions the paper may have used, one change per row
 from our default (KL weight 0.01, identity output, lr 1e-3, posterior log-variance clamp
@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell_se, envae_overrides, header, now, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import (ROOT, cell_se, envae_overrides, finished, header, now, run_config,  # noqa: E402
+                               slug, train_or_reuse, write)
 
-from energyvae.config import load_config  # noqa: E402
 from energyvae.errors import DivergenceError  # noqa: E402
-from energyvae.evaluation.evaluate import evaluate_run  # noqa: E402
-from energyvae.runs import load_run, train_run  # noqa: E402
+from energyvae.commands.evaluate import evaluate_run  # noqa: E402
+from energyvae.runs import load_run  # noqa: E402
 from energyvae.train.logger import read_metrics  # noqa: E402
 
 CONDITIONS = {"default": [], "kl 1": ["model.kl_weight=1.0"],
@@ -46,6 +45,7 @@ CONDITIONS = {"default": [], "kl 1": ["model.kl_weight=1.0"],
               "logvar <= 0": ["model.posterior={name: gaussian, max_logvar: 0.0}"],
               "lr 1e-4": ["train.lr=1e-4"]}
 VARIANTS = ("single", "double", "antithetic")
+CONFIG = "configs/fenvae_fashion.yaml"
 FEATURES: dict = {}          # the feature net and reference of the FIDs (for the header)
 
 
@@ -53,15 +53,14 @@ def one_run(variant: str, condition: str, seed: int, args) -> dict:
     run_dir = ROOT / args.runs / f"{variant}_{slug(condition)}_s{seed}"
     overrides = [*envae_overrides("digits", 0.01, args.steps, 64), "train.checkpoint_every=250",
                  f"model.reconstruction={{name: fast_energy_score, variant: {variant}}}",
-                 *CONDITIONS[condition], f"train.seed={seed}", "train.progress=false", "eval.iw_samples=0",
-                 "train.log_every=50", f"run.dir={run_dir}"]
-    cfg = load_config(ROOT / "configs/fenvae_fashion.yaml", overrides)
-    status = run_dir / "status.json"
-    if not status.exists():
+                 *CONDITIONS[condition], "train.log_every=50"]
+    status = run_dir / "status.json"      # the outcome of training: finished, or where it diverged
+    if status.exists():                   # trained before (perhaps diverged): only the stale-cache check
+        run_config(CONFIG, overrides, run_dir, seed)
+    else:
         out = {"diverged_at": None}
         try:
-            if not (run_dir / "metrics.json").exists():
-                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+            train_or_reuse(CONFIG, overrides, run_dir, seed=seed)
         except DivergenceError as e:
             out["diverged_at"] = str(e)[:200]
         status.write_text(json.dumps(out))
@@ -75,7 +74,7 @@ def one_run(variant: str, condition: str, seed: int, args) -> dict:
         with torch.no_grad():
             q = model.encode(data.preprocess(data.test.x))
             out["logvar"] = float((2 * q.std.log()).mean())
-    if not out["diverged"] and (run_dir / "metrics.json").exists():
+    if not out["diverged"] and finished(run_dir):
         ev = evaluate_run(run_dir, metrics=("fid_gen", "fid_rec"), n=args.n, seed=seed, progress=False)
         out["fid_rec"], out["fid_gen"] = ev["metrics"]["fid_rec"], ev["metrics"]["fid_gen"]
         FEATURES.update(features=ev.get("features"), reference=ev.get("reference"))

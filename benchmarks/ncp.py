@@ -1,8 +1,8 @@
 """NCP-VAE (Aneja et al. 2021) on digits, with its original loss, +EnL and +FEnL (paper 000
 Table 2's NCP rows), paired per seed.
 
-    python benchmarks/ncp.py --seeds 0 1 2                     # ~15 min on one CPU core
-    python benchmarks/ncp.py --seeds 0 --vae-steps 500 --classifier-steps 200   # smoke
+    python -m benchmarks.ncp --seeds 0 1 2                     # ~15 min on one CPU core
+    python -m benchmarks.ncp --seeds 0 --vae-steps 500 --classifier-steps 200   # smoke
 
 Each run is configs/ncp_digits.yaml (the digits MLP VAE, two-stage: the VAE with N(0, I) for
 ``--vae-steps``, then the classifier for ``--classifier-steps`` on the frozen encoder) with one
@@ -21,22 +21,21 @@ NCP's ln Z from the classifier's estimate) as a per-image paired difference.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cell_se, check_cached, header, now, slug, write  # noqa: E402
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks.common import (ROOT, cell_se, header, now, slug, train_or_reuse,  # noqa: E402
+                               train_seconds, write)
 
-from energyvae.config import load_config  # noqa: E402
 from energyvae.evaluation.features import get_feature_net, to_unit_images  # noqa: E402
 from energyvae.evaluation.paired import paired_difference  # noqa: E402
 from energyvae.evaluation.sample_metrics import compute_sample_metrics  # noqa: E402
+from energyvae.models.priors import StandardNormal  # noqa: E402
 from energyvae.models.priors.schemes.ncp import log_ratio  # noqa: E402
-from energyvae.runs import load_run, train_run  # noqa: E402
+from energyvae.runs import load_run  # noqa: E402
 
 # +EnL with M = 10 samples (envae_speed.md: 5.5x a VAE step; M = 50 would cost 26x)
 OBJECTIVES = {"original (Bernoulli)": "bernoulli", "+EnL": "{name: energy_score, samples: 10}",
@@ -51,16 +50,15 @@ def _fid(net, real, fake) -> float:
     return compute_sample_metrics(real, fake, net, metrics=("fid",))["fid"]
 
 
-@torch.no_grad()
-def _iw_nll(model, x, k: int, log_prior) -> torch.Tensor:
-    """Per-image IW estimate of -ln p(x) with the given log prior density (same draws for both)."""
-    q = model.encode(x)
-    z = q.rsample(k)                                            # [k, B, m]
-    out = model.decode(z)
-    xs = x.unsqueeze(0).expand(k, *x.shape)
-    ll = model.reconstruction.log_prob(xs.reshape(-1, *x.shape[1:]), out.reshape(-1, *out.shape[2:])).reshape(k, -1)
-    logw = ll + log_prior(z) - q.log_prob(z)
-    return -(torch.logsumexp(logw, 0) - math.log(k))
+class NormalizedNCP:
+    """The NCP prior as a normalised density, with the classifier's estimate of ln Z:
+    ln p_NCP(z) = ln N(z; 0, I) + ln r(z) - ln Z (what ``iw_log_likelihood`` scores z with)."""
+
+    def __init__(self, prior, log_z: float):
+        self.base, self.prior, self.log_z = StandardNormal(prior.latent_dim), prior, log_z
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.base.log_prob(z) + log_ratio(self.prior, z) - self.log_z
 
 
 def evaluate(run_dir: Path, seed: int, n: int, net, likelihood: bool) -> dict:
@@ -82,13 +80,12 @@ def evaluate(run_dir: Path, seed: int, n: int, net, likelihood: bool) -> dict:
     zp = torch.randn_like(zq)
     out["classifier_accuracy"] = float(0.5 * ((log_ratio(prior, zq) > 0).float().mean()
                                               + (log_ratio(prior, zp) < 0).float().mean()))
-    if likelihood:
+    if likelihood:   # the same IW draws for both priors (same seed; K = 100 in one chunk)
         x = data.preprocess(data.test.x)
-        normal = lambda z: (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)  # noqa: E731
         torch.manual_seed(seed)
-        nll_base = _iw_nll(model, x, 100, normal)
+        nll_base = -model.iw_log_likelihood(x, 100, chunk=100, prior=StandardNormal(m))
         torch.manual_seed(seed)
-        nll_ncp = _iw_nll(model, x, 100, lambda z: normal(z) + log_ratio(prior, z) - log_z)
+        nll_ncp = -model.iw_log_likelihood(x, 100, chunk=100, prior=NormalizedNCP(prior, log_z))
         out["nll_base"], out["nll_ncp"] = float(nll_base.mean()), float(nll_ncp.mean())
         d = paired_difference(nll_ncp.tolist(), nll_base.tolist())
         out["nll_ncp_minus_base"], out["nll_ncp_minus_base_stderr"] = d["mean"], d["stderr"]
@@ -105,18 +102,16 @@ def run_ncp(seeds, vae_steps: int, classifier_steps: int, n: int, runs: str, sco
             run_dir = ROOT / runs / f"{slug(recon)}{tag}_s{seed}"
             total = vae_steps + classifier_steps
             kl = [] if recon == "bernoulli" else [f"model.kl_weight={score_kl_weight}"]
-            cfg = load_config(config, [f"model.reconstruction={recon}", *kl, f"train.seed={seed}",
-                                             f"train.steps={total}", f"model.prior.scheme.two_stage_at={vae_steps}",
-                                             "train.progress=false", "eval.iw_samples=0", f"run.dir={run_dir}",
-                                             "train.eval_every=1000000", "train.checkpoint_every=1000"])
-            check_cached(run_dir, cfg)
-            if not (run_dir / "metrics.json").exists():
-                train_run(cfg, resume=(run_dir / "checkpoints" / "last.safetensors").exists())
+            # one run, two stages: the VAE for vae_steps, then the classifier on the frozen encoder
+            cfg = train_or_reuse(config, [f"model.reconstruction={recon}", *kl, f"train.steps={total}",
+                                          f"model.prior.scheme.two_stage_at={vae_steps}",
+                                          "train.eval_every=1000000", "train.checkpoint_every=1000"],
+                                 run_dir, seed=seed)
             if net is None:
                 from energyvae.data import load_data
                 net, feat = get_feature_net(load_data(cfg.data), seed=0, progress=False)
             res = evaluate(run_dir, seed, n, net, likelihood=recon == "bernoulli")
-            res["train_seconds"] = json.loads((run_dir / "metrics.json").read_text())["train"]["seconds"]
+            res["train_seconds"] = train_seconds(run_dir)
             results.setdefault(label, {})[seed] = res
             log(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()))
     return results, feat

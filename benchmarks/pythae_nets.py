@@ -20,8 +20,8 @@ train the same function from the same start.
 The encoders output ``[mean, logvar]`` (2m features, split in halves, as energyvae's Gaussian
 posterior); the decoders output Bernoulli logits.
 
-pythae (0.1.2) is imported lazily inside :func:`pythae_vae`, after ``speed.py`` has put its
-private install folder on ``sys.path``.
+pythae (0.1.2) is imported lazily inside :func:`pythae_vae`, in the process that ``speed.py``
+relaunched with its private install folder on PYTHONPATH.
 """
 from __future__ import annotations
 

@@ -65,13 +65,14 @@ that .venv lacks (pinned in ``PYTHAE_PACKAGES``: pydantic 2 with pydantic-core,
 annotated-types, typing-inspection, and imageio); cloudpickle, numpy, scikit-learn, scipy,
 torch, tqdm and typing-extensions are used from .venv and are never installed or upgraded
 (everything is installed with ``--no-deps``; the backport ``dataclasses`` is skipped, it would
-shadow the standard library). The folder then goes to the front of ``sys.path``. pythae 0.1.2
+shadow the standard library). The script then runs itself again with that folder first on
+PYTHONPATH (``relaunch_with_site``; it never edits ``sys.path``), and imports pythae. pythae 0.1.2
 imports and runs against torch 2.13 / numpy 2.4 / pydantic 2.14 as they are: no fix (older
 pydantic, patch) was needed.
 
-    python benchmarks/speed.py                                 # full: 10 + 3 rounds, batch 64 128 1024
-    python benchmarks/speed.py --quick --out /tmp/speed_smoke  # smoke test (1 round, batch 64)
-    python benchmarks/speed.py --skip-threads --batch-sizes 128 --rounds 5
+    python -m benchmarks.speed                                 # full: 10 + 3 rounds, batch 64 128 1024
+    python -m benchmarks.speed --quick --out /tmp/speed_smoke  # smoke test (1 round, batch 64)
+    python -m benchmarks.speed --skip-threads --batch-sizes 128 --rounds 5
 """
 from __future__ import annotations
 
@@ -96,11 +97,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import pythae_nets  # noqa: E402  (benchmarks/pythae_nets.py)
-from common import slug  # noqa: E402  (benchmarks/common.py)
+if not __package__:  # started as a file, python benchmarks/NAME.py: rerun as python -m benchmarks.NAME
+    import _as_module  # noqa: F401  (benchmarks/_as_module.py; it does not return)
+from benchmarks import pythae_nets  # noqa: E402
+from benchmarks.common import ROOT, command, slug  # noqa: E402
 from energyvae.config import TrainConfig, build_config  # noqa: E402
 from energyvae.models import build_model  # noqa: E402
 from energyvae.nets.mlp import MLPParams  # noqa: E402
@@ -122,6 +122,9 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 THREAD_CASES = [("digits MLP VAE", "configs/digits_vae.yaml", []),
                 ("Fashion MLP VAE", "configs/fashion_binarized_mlp.yaml", ["train.epochs=null"])]
 MATMUL_N = 1024
+# Set in the process that install_pythae relaunched with pythae's folder on PYTHONPATH: the install
+# record and the caller's PYTHONPATH (given back to the subprocesses this script starts).
+RELAUNCHED = "ENERGYVAE_BENCH_SPEED_PYTHAE"
 
 
 # -- pythae in its own folder ---------------------------------------------------------------
@@ -135,8 +138,49 @@ def _venv_has(dist: str) -> bool:
 
 def install_pythae(work: Path, log=print) -> dict:
     """Install pythae 0.1.2 (and what .venv lacks of its requirements) into ``work/pythae_site``
-    with ``pip --no-deps --target``, put that folder first on sys.path and import pythae."""
-    site = work / "pythae_site"
+    with ``pip --no-deps --target`` (or reuse that install), then run this same command again
+    with the folder first on PYTHONPATH (:func:`relaunch_with_site`: this process does not come
+    back from here). In that second process: check the install, import pythae from the folder
+    and return the install record."""
+    site = (work / "pythae_site").resolve()
+    handed = os.environ.pop(RELAUNCHED, None)
+    if handed is None:
+        relaunch_with_site(site, pip_install_pythae(site, log))
+    info, pythonpath = json.loads(handed)
+    if pythonpath is None:           # the CPU load and the CLI runs get the caller's PYTHONPATH back
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = pythonpath
+    for name in NEVER_INSTALL:
+        assert not (site / name).exists(), f"{site / name}: pip must not install {name} here"
+    import pydantic
+    import pythae.models  # noqa: F401
+    version = importlib.metadata.version("pythae")
+    info.update(pythae=version, pydantic=pydantic.VERSION, site=str(site))
+    assert version == PYTHAE_PACKAGES["pythae"], version
+    assert Path(pythae.__file__).resolve().is_relative_to(site), f"pythae must come from {site}"
+    assert not Path(torch.__file__).resolve().is_relative_to(site), "torch must come from .venv"
+    return info
+
+
+def relaunch_with_site(site: Path, info: dict):
+    """Replace this process by the same command (same interpreter, options, arguments, working
+    directory) with ``site`` first on PYTHONPATH, so that the interpreter itself puts it on
+    sys.path ahead of .venv's site-packages: pythae and the pinned packages beside it import
+    from there, torch and the rest from .venv. ``info`` (the install record) and the caller's
+    PYTHONPATH travel in the environment variable RELAUNCHED."""
+    env = dict(os.environ)
+    caller = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), *([caller] if caller else [])])
+    env[RELAUNCHED] = json.dumps([info, caller])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def pip_install_pythae(site: Path, log=print) -> dict:
+    """pip-install pythae and the pinned packages that .venv lacks into ``site``, unless an
+    earlier run did (its record ``bench_install.json`` is there); returns the record."""
     marker = site / "bench_install.json"
     missing = [d for d in PYTHAE_FROM_VENV if not _venv_has(d)]
     if missing:
@@ -162,15 +206,6 @@ def install_pythae(work: Path, log=print) -> dict:
         info = {"packages": wanted, "command": " ".join(["python", *cmd[1:]]).replace(str(ROOT) + "/", ""),
                 "reused": False}
         marker.write_text(json.dumps(info, indent=2))
-    for name in NEVER_INSTALL:
-        assert not (site / name).exists(), f"{site / name}: pip must not install {name} here"
-    sys.path.insert(0, str(site))
-    import pydantic
-    import pythae.models  # noqa: F401
-    version = importlib.metadata.version("pythae")
-    info.update(pythae=version, pydantic=pydantic.VERSION, site=str(site))
-    assert version == PYTHAE_PACKAGES["pythae"], version
-    assert not Path(torch.__file__).resolve().is_relative_to(site.resolve()), "torch must come from .venv"
     return info
 
 
@@ -542,7 +577,7 @@ def fmt(v, spec=".2f"):
 def report(args, res: dict, wall: float) -> list[str]:
     st, th, inst = res.get("step_time"), res.get("threads"), res.get("pythae_install")
     lines = ["# Training-step speed on CPU: energyvae vs a minimal loop vs pythae; threads under load", "",
-             f"- command: `python {' '.join(sys.argv)}`".replace(str(ROOT) + "/", ""),
+             f"- command: `{command()}`".replace(str(ROOT) + "/", ""),
              f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), torch {torch.__version__}, CPU"
              + (f"; pythae {inst['pythae']} (pydantic {inst['pydantic']}) from `{Path(inst['site']).relative_to(ROOT) if Path(inst['site']).is_relative_to(ROOT) else inst['site']}`" if inst else ""),
