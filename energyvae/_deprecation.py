@@ -2,7 +2,7 @@
 
 A shim module at an old path calls :func:`warn_moved` and re-exports the new module's names; a
 name that moved *up* the layer order is served by a module-level ``__getattr__``, which the
-import-order test (tests/test_layers.py) exempts because it runs only when an old name is used."""
+import-order test (tests/project/test_layers.py) exempts because it runs only when an old name is used."""
 from __future__ import annotations
 
 import warnings

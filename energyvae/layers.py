@@ -26,7 +26,7 @@ Why this order (docs/layout.md has the picture):
     lazy facade (``energyvae/__init__``).
 
 ``python -m energyvae.layers`` prints every violation (exit status 1 if any); the test suite
-runs :func:`check` (tests/test_layers.py).
+runs :func:`check` (tests/project/test_layers.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 # one torch thread per test process (and its CLI subprocesses) unless the caller says otherwise:
 # tiny nets only lose time to threads, and on a shared machine OpenMP spin-waiting makes
@@ -8,6 +9,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: everything under tests/e2e/ (the CLI, whole runs in subprocesses, the installed
+    wheel) is marked ``e2e``; the fast tier is ``pytest -m "not slow and not e2e"``."""
+    for item in items:
+        if E2E in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 weight equality, the kill-and-resume check, the --mcmc sampling check and a NaN-poisoned loss."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,62 @@ def poison_loss(monkeypatch, model, at_step=None) -> None:
         return (loss * float("nan") if at_step is None or state["step"] == at_step else loss), logs
     monkeypatch.setattr(type(model), "forward", poisoned)
 
+
+# -- shared by several test modules (moved from test_trainer, test_ebm_prior, test_cli) --
+
+def make_cfg(run_dir, **train):
+    t = {"steps": 20, "batch_size": 32, "eval_every": 5, "checkpoint_every": 5, "log_every": 5,
+         "progress": False, "ema": 0.9, **train}
+    return build_config({
+        "run": {"dir": str(run_dir)},
+        "data": {"name": "digits", "binarize": True},      # dynamic binarization uses the RNG
+        "model": {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
+                  "decoder": {"name": "mlp", "hidden": [16]},
+                  "reconstruction": {"name": "bernoulli"}},
+        "train": t,
+    })
+
+
+def run(cfg, resume=False):
+    data, model = prepare(cfg)
+    trainer = Trainer(cfg, model, data, resume=resume)
+    trainer.fit()
+    return trainer
+
+
+def grbm_moments(e):
+    """Exact mean and covariance of a GRBM: p(z) = sum_h pi_h N(mu + W h, diag sigma^2) with
+    ln pi_h = b^T h + sum_i ((W h)_i^2 + 2 mu_i (W h)_i) / (2 sigma_i^2) - const (complete the
+    square in z of exp(-E(z, h)), as in ais.grbm_exact_log_partition)."""
+    W, b, mu, s = (t.detach().double() for t in (e.W, e.b, e.mu, e.sigma**2))
+    h = torch.tensor(list(itertools.product([0.0, 1.0], repeat=W.shape[1])), dtype=torch.float64)
+    wh = h @ W.T
+    pi = torch.softmax(h @ b + ((wh**2 + 2 * mu * wh) / (2 * s)).sum(1), 0)
+    c = mu + wh
+    mean = pi @ c
+    cov = torch.diag(s) + (pi[:, None] * c).T @ c - torch.outer(mean, mean)
+    return mean, cov
+
+
+TINY = ["model.latent_dim=3", "model.encoder.hidden=[16]", "model.decoder.hidden=[16]",
+        "train.batch_size=32", "train.progress=false", "eval.iw_samples=10", "eval.iw_max_examples=50"]
+
+
+def cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "energyvae", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+class SyncCounter:
+    """Counts the Tensor methods that copy a value to the host (each one a synchronisation on CUDA)."""
+    NAMES = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _name=name, _orig=original, **k):
+                self.calls.append(_name)
+                return _orig(t, *a, **k)
+            monkeypatch.setattr(torch.Tensor, name, counted)

@@ -6,7 +6,7 @@ are defaults there) and a behaviour check that builds the part with its defaults
 tiny model (a VAE on 1 x 8 x 8 images with 4 latents and small MLP nets, or the part's own
 model), runs one loss of every update in the trainer's order, ``after_update``, ``evaluate``,
 ``sample`` and ``reconstruct``, and checks shapes and finiteness. The test suite runs it for
-every entry of every registry (tests/test_contracts.py); a plugin author runs the same on
+every entry of every registry (tests/models/test_contracts.py); a plugin author runs the same on
 their own part::
 
     from energyvae.models.contracts import check_part

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from os import PathLike
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import matplotlib
 

@@ -25,7 +25,7 @@ samples *and* a differentiable estimate of its own entropy H(S). One interface:
   k-th neighbour, exactly the force that keeps S from collapsing onto the energy's modes.
   Bias: consistent as n -> inf; at finite n it is biased by boundary/tail effects that grow
   with m (N(0, I), n = 1000, k = 3: about -0.01 nats at m = 2, -0.08 at m = 5, +0.1 at m = 10;
-  tests/test_evalp.py checks m = 1, 2, 5), and it is exactly equivariant to scaling
+  tests/models/priors/test_evalp.py checks m = 1, 2, 5), and it is exactly equivariant to scaling
   (z -> s z adds m ln s) and rotation, but it uses isotropic balls, so strongly anisotropic
   laws are overestimated (N(0, diag s^2), m = 5, s log-spaced over 1..30: +0.5 nats) and
   near-degenerate ones badly so. A degenerate S (noise_dim < m, true entropy -inf) still gets a finite

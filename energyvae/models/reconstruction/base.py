@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..base import RECONSTRUCTIONS, Component
+from ..base import Component
 from ..posterior import DiagGaussian
 
 Decode = Callable[[torch.Tensor], torch.Tensor]

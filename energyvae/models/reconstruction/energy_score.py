@@ -55,7 +55,7 @@ within 1e-15 (spread, offset by 100, clouds with 1e-4 or 1e-6 noise, duplicates;
 identical: exactly 0), 4e-11 for an isolated pair 1e-6 apart (the centring's own rounding of
 a_i - a_j); float32 inputs within 6e-8 (the float32 rounding of the result); the hardest case
 we found, two tight clusters (spread 1e-5 around centres ~40 apart), within 5e-7.
-``tests/test_energy_score.py`` asserts 1e-12 (float64) and 1e-6 (float32) on such cases. The
+``tests/models/test_energy_score.py`` asserts 1e-12 (float64) and 1e-6 (float32) on such cases. The
 float32 direct-difference form (``torch.cdist``, used before) is itself off by up to 3e-6 on
 near-identical float32 samples (conv-net decodings of Fashion-MNIST with sigma shrunk 1000x).
 Memory: rows i come in chunks (``chunk``; automatic: ``auto_chunk`` keeps a chunk's float64

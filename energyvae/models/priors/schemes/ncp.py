@@ -35,7 +35,7 @@ Choices the paper leaves open or that differ from it, and what we do:
 - **ln Z.** ``log_partition(n)``: the classifier's own importance estimate
   ln (1/n sum r(z_i)), z_i ~ N(0, I) (their Sec. 3.3), with its delta-method standard error;
   evaluation uses the library's AIS like every EBM prior (the two agree when r is well
-  estimated; tests/test_ncp.py).
+  estimated; tests/models/priors/test_ncp.py).
 - **Classifier net.** The ``tilted`` energy's MLP (default widths [200, 200], leaky ReLU) instead
   of their residual nets; Adam lr 1e-3.
 """

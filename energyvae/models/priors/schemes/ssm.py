@@ -10,7 +10,7 @@ the model score s(z) = -grad E(z) and projections v:
 
 computed by double backpropagation (H_E v as the gradient of v^T grad E). Alg. 1 of the paper
 prints "+ v^T H v", which with s = -grad E rewards flat energies (for a Gaussian energy the
-precision collapses to 0; docs/methods.md §3, tests/test_ebm_prior.py). ``projections`` v are drawn per
+precision collapses to 0; docs/methods.md §3, tests/models/priors/test_ebm_prior.py). ``projections`` v are drawn per
 sample, standard normal or Rademacher (both E[v v^T] = I).
 """
 from __future__ import annotations

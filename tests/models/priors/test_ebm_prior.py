@@ -1,5 +1,4 @@
 """EBM priors (paper 002): energies, samplers, the SSM and short-run schemes, and a tiny training."""
-import itertools
 import math
 
 import pytest
@@ -13,6 +12,7 @@ from energyvae.models.priors.ebm import ENERGIES, LATENT_SAMPLERS
 from energyvae.models.priors.schemes.ssm import sliced_score_matching_loss
 from energyvae.runs import prepare
 from energyvae.train import Trainer
+from helpers import grbm_moments
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,18 +35,6 @@ def small_grbm(dtype=torch.float64):
     return e
 
 
-def grbm_moments(e):
-    """Exact mean and covariance of a GRBM: p(z) = sum_h pi_h N(mu + W h, diag sigma^2) with
-    ln pi_h = b^T h + sum_i ((W h)_i^2 + 2 mu_i (W h)_i) / (2 sigma_i^2) - const (complete the
-    square in z of exp(-E(z, h)), as in ais.grbm_exact_log_partition)."""
-    W, b, mu, s = (t.detach().double() for t in (e.W, e.b, e.mu, e.sigma**2))
-    h = torch.tensor(list(itertools.product([0.0, 1.0], repeat=W.shape[1])), dtype=torch.float64)
-    wh = h @ W.T
-    pi = torch.softmax(h @ b + ((wh**2 + 2 * mu * wh) / (2 * s)).sum(1), 0)
-    c = mu + wh
-    mean = pi @ c
-    cov = torch.diag(s) + (pi[:, None] * c).T @ c - torch.outer(mean, mean)
-    return mean, cov
 
 
 def moments(z):

@@ -18,7 +18,7 @@ from energyvae.errors import ConfigError
 from energyvae.models.divergence_triangle import DivergenceTriangle, TriangleParams
 from energyvae.models.vae import VAE
 from energyvae.train import LAST, load_checkpoint
-from test_trainer import run
+from helpers import run
 
 D, M = 2, 2
 LOG_2PI = math.log(2 * math.pi)
@@ -176,7 +176,7 @@ def test_entropy_elbo_mode_drops_the_entropy_term():
 
 
 def _cfg(d, reconstruction, weight=1.0, calibrators=True):
-    """A tiny digits DT-VAE (train and resume with each objective: tests/test_table2_bases.py)."""
+    """A tiny digits DT-VAE (train and resume with each objective: tests/models/test_table2_bases.py)."""
     model = {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
              "decoder": {"name": "mlp", "hidden": [16]}, "reconstruction": reconstruction}
     if calibrators:

@@ -50,7 +50,7 @@ def test_bad_files(tmp_path):
 
 def test_shipped_configs_validate():
     from pathlib import Path
-    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
         load_config(path)
 
 

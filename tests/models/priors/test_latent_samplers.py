@@ -11,7 +11,7 @@ import torch
 from energyvae.mcmc.diagnostics import chain_diagnostics, effective_sample_size, split_rhat
 from energyvae.models.priors.ebm import ENERGIES, LATENT_SAMPLERS
 
-from test_ebm_prior import grbm_moments
+from helpers import grbm_moments
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

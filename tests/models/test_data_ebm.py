@@ -18,7 +18,7 @@ from energyvae.commands.train import train_run
 from energyvae.runs import load_run, prepare
 from energyvae.train import LAST, Trainer, load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_ENERGY = {"name": "mlp", "hidden": [16]}
 TINY_TRAIN = {"steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 1,
               "eval_batches": 1, "progress": False}
@@ -72,6 +72,7 @@ def test_langevin_from_noise_has_the_discretised_gaussian_law():
     assert all(q.grad is None for q in model.parameters())                                   # no param grads
 
 
+@pytest.mark.slow
 def test_contrastive_divergence_learns_a_gaussians_precision():
     """CD with Langevin negatives (c = 1, K = 150 from N(0, I)) on data N(m, diag(1/4, 1)):
     the quadratic energy's mean goes to m and its precision to the value whose chain law

@@ -29,7 +29,7 @@ from energyvae.runs import load_run
 from energyvae.train.logger import read_metrics
 from energyvae.viz.analysis import lattice_power_fraction
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHORT = ["train.steps=120", "train.epochs=null", "train.batch_size=32", "train.log_every=10",
          "train.eval_every=1000000", "train.checkpoint_every=1000", "train.progress=false", "eval.iw_samples=0",

@@ -17,7 +17,7 @@ from energyvae.restoration import OPERATORS, RestorationError
 from energyvae.runs import prepare
 from energyvae.train import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "3", "--step-size", "1e-2"]
 RNG = np.random.default_rng(0)
 

@@ -4,22 +4,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from energyvae.train import LAST, load_checkpoint
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["model.latent_dim=3", "model.encoder.hidden=[16]", "model.decoder.hidden=[16]",
-        "train.batch_size=32", "train.progress=false", "eval.iw_samples=10", "eval.iw_max_examples=50"]
+from helpers import ROOT, TINY, cli
 
 
-def cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "energyvae", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+
 
 
 def test_train_sample_reconstruct(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.latent_dim=3", "model.encoder.hidden=[16]", "model.decoder.hidden=[16]",
         "train.batch_size=32", "train.progress=false", "train.steps=40", "train.eval_every=20",
         "train.checkpoint_every=20", "eval.iw_samples=0"]

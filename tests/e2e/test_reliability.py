@@ -1,7 +1,7 @@
 """Reliability: corrupt or non-finite checkpoints are refused, a torn metrics line does not
 break resume, OS errors on the run folder are one line with exit status 2, decompression and
 pixel bombs are refused before they are inflated (restore's non-finite float options:
-tests/test_restore_user_inputs.py)."""
+tests/e2e/test_restore_user_inputs.py)."""
 import contextlib
 import math
 
@@ -11,8 +11,7 @@ import torch
 from energyvae.errors import CheckpointError
 from energyvae.train import LAST, load_checkpoint, save_checkpoint
 from energyvae.train.logger import read_metrics
-from test_cli import TINY, cli
-from test_trainer import make_cfg, run
+from helpers import TINY, cli, make_cfg, run
 
 
 def _state():

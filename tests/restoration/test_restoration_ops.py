@@ -19,7 +19,7 @@ from energyvae.models.vae import VAEParams
 from energyvae.restoration import (OPERATORS, Inpaint, RestorationError, langevin_latents, pinv_baseline,
                                    random_mask, restore)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (3, 8, 8)
 CASES = [("colorize", {}), ("inpaint", {"mask": "box"}), ("inpaint", {"mask": "random", "fraction": 0.3}),
          ("sr2", {}), ("sr4", {})]
@@ -195,6 +195,7 @@ def digits_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.e2e
 def test_restore_cli_end_to_end(digits_run, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -217,6 +218,7 @@ def test_restore_cli_end_to_end(digits_run, tmp_path):
     assert json.loads((tmp_path / "inpaint" / "metrics.json").read_text())["mean"]["consistency"] == 0
 
 
+@pytest.mark.e2e
 def test_restore_cli_colorizes_with_an_rgb_run(tmp_path):
     """Colorization end to end on the coloured digits (digits-rgb). A x_hat = y holds exactly in
     model space (test_restored_image_is_consistent); the CLI's metric is on images clamped to

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import torch
 
-from test_cli import ROOT, TINY, cli
+from helpers import ROOT, TINY, cli
 
 SMALL = [*TINY, "train.steps=4", "eval.iw_samples=0", "eval.n_samples=4", "eval.n_reconstructions=4"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "energyvae"
 METHODS = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
 ANCHORS = set(re.findall(r"\{:? ?#([a-z0-9-]+) ?\}", METHODS))

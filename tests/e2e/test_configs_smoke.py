@@ -6,7 +6,7 @@ import pytest
 from energyvae.config import load_config
 from energyvae.commands.train import train_run
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -1,5 +1,5 @@
 """Paper 000 Table 2's plug-in claim on its three bases: EC-VAE (the ``ec`` calibrator), DT-VAE
-(the ``triangle`` calibrator) and NCP-VAE (tests/test_ncp.py) train and resume bit-exactly with
+(the ``triangle`` calibrator) and NCP-VAE (tests/models/priors/test_ncp.py) train and resume bit-exactly with
 the original loss, +EnL (``energy_score``) and +FEnL (``fast_energy_score``), one config line
 apart."""
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from energyvae.config import build_config
 from energyvae.train import LAST, load_checkpoint
-from test_trainer import run
+from helpers import run
 
 
 CALIBRATORS = {"ec": {"name": "ec", "steps": 2, "step_size": 0.1, "noise": 0.003,

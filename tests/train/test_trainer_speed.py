@@ -15,7 +15,7 @@ from energyvae.train import threads as th
 from energyvae.train.distributed import DistInfo
 from energyvae.train.ema import EMA
 from energyvae.train.trainer import BatchStream
-from helpers import poison_loss
+from helpers import SyncCounter, poison_loss
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -39,21 +39,6 @@ def fit(cfg, resume=False):
     trainer = Trainer(cfg, model, data, resume=resume)
     trainer.fit()
     return trainer
-
-
-class SyncCounter:
-    """Counts the Tensor methods that copy a value to the host (each one a synchronisation on CUDA)."""
-    NAMES = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
-
-    def __init__(self, monkeypatch):
-        self.calls = []
-        for name in self.NAMES:
-            original = getattr(torch.Tensor, name)
-
-            def counted(t, *a, _name=name, _orig=original, **k):
-                self.calls.append(_name)
-                return _orig(t, *a, **k)
-            monkeypatch.setattr(torch.Tensor, name, counted)
 
 
 @pytest.mark.parametrize("model", [MLP, CONV, ECVAE], ids=["mlp", "conv", "ecvae"])

@@ -4,31 +4,14 @@ import json
 import pytest
 import torch
 
-from energyvae.config import build_config
 from energyvae.errors import CheckpointError, ConfigError, DivergenceError
 from energyvae.runs import prepare
 from energyvae.train import LAST, Trainer, load_checkpoint
-from helpers import poison_loss
+from helpers import make_cfg, poison_loss, run
 
 
-def make_cfg(run_dir, **train):
-    t = {"steps": 20, "batch_size": 32, "eval_every": 5, "checkpoint_every": 5, "log_every": 5,
-         "progress": False, "ema": 0.9, **train}
-    return build_config({
-        "run": {"dir": str(run_dir)},
-        "data": {"name": "digits", "binarize": True},      # dynamic binarization uses the RNG
-        "model": {"latent_dim": 3, "encoder": {"name": "mlp", "hidden": [16]},
-                  "decoder": {"name": "mlp", "hidden": [16]},
-                  "reconstruction": {"name": "bernoulli"}},
-        "train": t,
-    })
 
 
-def run(cfg, resume=False):
-    data, model = prepare(cfg)
-    trainer = Trainer(cfg, model, data, resume=resume)
-    trainer.fit()
-    return trainer
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, kill_training_at):
