@@ -206,7 +206,7 @@ def test_lr_factor_closed_forms():
 
 def test_cosine_adamw_run_follows_the_schedule_and_resumes_exactly(tmp_path, kill_training_at):
     from energyvae.train import LAST, load_checkpoint
-    from test_trainer import make_cfg, run
+    from helpers import make_cfg, run
     kw = dict(optimizer="adamw", lr_schedule="cosine", warmup_steps=4, weight_decay=0.01)
     ref = run(make_cfg(tmp_path / "ref", **kw))
     assert isinstance(ref.optimizers["vae"], torch.optim.AdamW)
@@ -224,7 +224,7 @@ def test_checkpoints_are_group_readable_with_named_keys(tmp_path):
     from safetensors import safe_open
 
     from energyvae.train import LAST
-    from test_trainer import make_cfg, run
+    from helpers import make_cfg, run
     old = os.umask(0o022)
     try:
         run(make_cfg(tmp_path / "r", steps=5))

@@ -140,7 +140,7 @@ def test_config_fuzzer_finds_no_crash():
     import subprocess
     import sys
 
-    from test_cli import ROOT
+    from helpers import ROOT
     res = subprocess.run([sys.executable, "scripts/fuzz_configs.py", "--cases", "200", "--seed", "7"],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
@@ -228,7 +228,7 @@ def test_kill_minus_9_at_random_instants_then_resume_matches_uninterrupted_run()
     import subprocess
     import sys
 
-    from test_cli import ROOT
+    from helpers import ROOT
     res = subprocess.run([sys.executable, "scripts/kill_resume.py", "--kills", "6", "--seed", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]

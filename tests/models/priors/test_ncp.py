@@ -83,7 +83,7 @@ def test_ncp_needs_the_tilted_energy_and_keeps_the_base_kl():
 def test_ncp_vae_two_stage_trains_and_resumes_exactly(tmp_path, kill_training_at, reconstruction):
     from energyvae.config import build_config
     from energyvae.train import LAST, load_checkpoint
-    from test_trainer import run
+    from helpers import run
 
     def cfg(d, steps=20):
         return build_config({
