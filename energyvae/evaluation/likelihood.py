@@ -63,7 +63,8 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                 # MALA: on a 64x64 GRBM it reaches HMC's ESS at ~1/11 of the gradient calls
                 res = ais_log_partition(model.prior.energy, model.latent_dim, transition="mala",
                                         n_chains=ais_chains, n_temps=ais_temps, device=dev,
-                                        seed=seed, progress=progress)
+                                        seed=seed, progress=progress,
+                                        energy_and_grad=model.prior.energy_and_grad)
             log_z, log_z_err = float(res.log_z), float(res.stderr)
             out["ais"] = {"log_z": log_z, "stderr": log_z_err, "chains": ais_chains, "temps": ais_temps,
                           "transition": "mala",

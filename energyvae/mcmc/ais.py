@@ -19,6 +19,8 @@ with a bias of about ``stderr^2 / 2`` once the weights are well behaved.
 
 Transitions
 -----------
+Both are the kernels of :mod:`energyvae.mcmc.kernels` (``hmc_step``, ``mala_step``) on the tempered
+potential, with the step size adapted on the device (``StepSize``, multiplicative rule).
 ``"hmc"``: Hamiltonian Monte Carlo, unit mass, ``n_leapfrog`` leapfrog steps of size
 ``step_size`` and a Metropolis accept/reject.  ``"mala"``: the Metropolis-adjusted Langevin
 algorithm, the Langevin step ``z' = z - h grad U(z) + sqrt(2h) xi`` (``h = step_size``, the
@@ -77,6 +79,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+
+from .kernels import StepSize, hmc_step, mala_step
 
 __all__ = [
     "AISResult",
@@ -193,6 +197,7 @@ def ais_log_partition(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     progress: bool = False,
+    energy_and_grad: Callable[[torch.Tensor], tuple] | None = None,
 ) -> AISResult:
     """Estimate ``ln Z = ln ∫ exp(-energy(z)) dz`` over ``R^dim`` by AIS (see the module docstring).
 
@@ -209,6 +214,8 @@ def ais_log_partition(
     next seed).  All chains advance together as one ``[n_chains + n_tune_chains, dim]`` tensor.
     ``device`` defaults to that of the energy's first parameter when ``energy`` is an ``nn.Module``,
     else the CPU: pass it explicitly for a plain callable (e.g. a lambda) wrapping a GPU model.
+    ``energy_and_grad``: ``z -> (energy(z), grad_z energy(z))`` when the energy has a cheaper
+    form than autograd (``LatentEnergy.energy_and_grad``: the GRBM's is two matmuls).
     """
     if transition not in _TARGET_ACCEPT:
         raise ValueError(f"unknown transition {transition!r}; expected 'hmc' or 'mala'")
@@ -229,7 +236,7 @@ def ais_log_partition(
         generator.manual_seed(int(seed))
     if step_size is None:
         step_size = 0.1 if transition == "hmc" else 0.01
-    step = float(step_size)
+    step = float(step_size)  # the initial h; adapted on the device below
     if max_step is None:  # HMC steps are lengths, MALA's h a variance: scale with the base
         max_step = 10.0 * init_std if transition == "hmc" else 10.0 * init_std**2
     target = float(target_accept) if target_accept is not None else _TARGET_ACCEPT[transition]
@@ -247,7 +254,12 @@ def ais_log_partition(
     def rand(n):
         return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
+    own_grad = energy_and_grad
+
     def energy_and_grad(z: torch.Tensor):
+        if own_grad is not None:
+            e, g = own_grad(z)
+            return e.detach(), g.detach()
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             e = energy(z)
@@ -266,10 +278,20 @@ def ais_log_partition(
     def potential_grad(z, g, b):
         return (1 - b) * z / var0 + b * g
 
+    def tempered(b):
+        """The kernels' fn at inverse temperature b: (U_b, grad U_b, E, grad E); the untempered
+        energy rides along for the weights."""
+        def fn(z):
+            e, g = energy_and_grad(z)
+            return potential(z, e, b), potential_grad(z, g, b), e, g
+        return fn
+
     z = randn(n_total, dim) * float(init_std)
     e, g = energy_and_grad(z)
     log_w = torch.zeros(n_total, dtype=torch.float64, device=device)
-    acc_sum = 0.0
+    acc_sum = torch.zeros((), dtype=torch.float64, device=device)     # on the device: no host reads
+    step = StepSize(step, target, rule="multiplicative", lo=min_step, hi=max_step, device=device,
+                    dtype=torch.float64)
     step_sizes = []
 
     it = range(1, n_temps + 1)
@@ -286,42 +308,20 @@ def ais_log_partition(
         log_w += (b - b_prev) * (-e - base_logp(z)).to(torch.float64)
         if t == n_temps:
             break
-        step_sizes.append(step)
+        h = step.h
+        step_sizes.append(h)
         # Per-chain step drawn independently of the state: a mixture of invariant kernels.
-        eps = step * (1 + step_jitter * (2 * rand(n_total) - 1))[:, None]
-        u0 = potential(z, e, b)
+        eps = h.to(dtype) * (1 + step_jitter * (2 * rand(n_total) - 1))
+        state = (z, potential(z, e, b), potential_grad(z, g, b), e, g)
         if transition == "hmc":
-            p = randn(n_total, dim)
-            k0 = 0.5 * (p * p).sum(1)
-            zn, en, gn = z, e, g
-            p = p - 0.5 * eps * potential_grad(zn, gn, b)
-            for i in range(n_leapfrog):
-                zn = zn + eps * p
-                en, gn = energy_and_grad(zn)
-                if i < n_leapfrog - 1:
-                    p = p - eps * potential_grad(zn, gn, b)
-            p = p - 0.5 * eps * potential_grad(zn, gn, b)
-            log_alpha = u0 + k0 - potential(zn, en, b) - 0.5 * (p * p).sum(1)
+            state, log_alpha = hmc_step(state, tempered(b), eps, n_leapfrog, generator=generator)
         else:  # mala
-            grad0 = potential_grad(z, g, b)
-            zn = z - eps * grad0 + torch.sqrt(2 * eps) * randn(n_total, dim)
-            en, gn = energy_and_grad(zn)
-            grad1 = potential_grad(zn, gn, b)
-            log_q_fwd = -((zn - z + eps * grad0) ** 2).sum(1) / (4 * eps[:, 0])
-            log_q_bwd = -((z - zn + eps * grad1) ** 2).sum(1) / (4 * eps[:, 0])
-            log_alpha = u0 - potential(zn, en, b) + log_q_bwd - log_q_fwd
-        log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf).clamp(max=0.0)
-        finite = torch.isfinite(en) & torch.isfinite(gn).all(1) & torch.isfinite(zn).all(1)
-        log_alpha = torch.where(finite, log_alpha, torch.full_like(log_alpha, -math.inf))
-        accept = torch.log(rand(n_total)) < log_alpha
-        z = torch.where(accept[:, None], zn, z)
-        e = torch.where(accept, en, e)
-        g = torch.where(accept[:, None], gn, g)
+            state, log_alpha = mala_step(state, tempered(b), eps, generator=generator)
+        z, e, g = state[0], state[3], state[4]
         alpha = log_alpha.exp()
-        acc_sum += float(alpha[:n_chains].mean())
+        acc_sum += alpha[:n_chains].mean()
         if adapt:
-            tune_acc = float(alpha[n_chains:].mean())
-            step = min(max(step * (1.02 if tune_acc > target else 0.98), min_step), max_step)
+            step.update(alpha[n_chains:].mean())
 
     lw = log_w[:n_chains].detach().cpu()
     log_z = float(_logmeanexp(lw))
@@ -338,14 +338,14 @@ def ais_log_partition(
         log_z=log_z,
         stderr=stderr_delta if stderr_method == "delta" else stderr_groups,
         ess=ess,
-        acceptance=acc_sum / n_trans if n_temps > 1 else float("nan"),
+        acceptance=float(acc_sum) / n_trans if n_temps > 1 else float("nan"),
         log_weights=lw,
         n_chains=n_chains,
         n_temps=n_temps,
         stderr_delta=stderr_delta,
         stderr_groups=stderr_groups,
         group_log_z=group_log_z,
-        step_sizes=torch.tensor(step_sizes, dtype=torch.float64),
+        step_sizes=torch.stack(step_sizes).cpu() if step_sizes else torch.zeros(0, dtype=torch.float64),
         samples=z[:n_chains].detach(),
         transition=transition,
     )

@@ -102,7 +102,8 @@ from ..errors import ConfigError
 from ..nets.energy import DATA_ENERGIES
 from ..registry import check, keep_parsed, parsed
 from .base import CALIBRATORS, Calibrator, UpdateSpec
-from .priors.samplers import energy_and_grad
+from ..mcmc.kernels import langevin_step
+from .priors.ebm import grad_fn
 
 __all__ = ["conditional_langevin", "private_rng", "PrivateSeed", "EnergyCalibration", "CalibratedPosterior"]
 
@@ -114,15 +115,15 @@ def conditional_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x0: tor
     The energy's parametrized weights are cached for the chain (one spectral-norm power
     iteration per chain in training mode, not one per step)."""
     x0 = x0.detach()
-    x = x0
+    x, fn = x0, grad_fn(energy)
     # parametrized weights (spectral norm: W / sigma(W) with a power-iteration step) are
     # computed once per chain, not at each of its K energy calls (8 % of an EC-VAE step)
     with torch.nn.utils.parametrize.cached():
         for _ in range(steps):
-            _, g = energy_and_grad(energy, x)
+            _, g = fn(x)
             if sigma is not None:
                 g = g + (x - x0) / sigma**2
-            x = x - 0.5 * step_size * g + noise * step_size**0.5 * torch.randn_like(x)
+            x = langevin_step(x, g, 0.5 * step_size, noise * step_size**0.5)
     return x
 
 

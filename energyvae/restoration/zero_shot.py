@@ -43,6 +43,7 @@ import math
 
 import torch
 
+from ..mcmc.kernels import autograd_grad_fn, langevin_step
 from .operators import Operator, RestorationError
 
 __all__ = ["EBM_MODES", "data_energy", "ec_calibrator", "langevin_latents", "consistent_langevin", "restore",
@@ -70,13 +71,10 @@ def consistent_langevin(energy, x0: torch.Tensor, op: Operator, *, steps: int, s
     x <- x - (s/2) weight P grad E(x) + c sqrt(s) P xi from ``x0`` (P = I - A+ A, s = ``step_size``,
     c = ``noise``): Langevin of exp(-weight E(x) / c^2) on {x : A x = A x0}. Uses the current RNG;
     returns the detached x_K (A x_K = A x0 up to rounding)."""
-    x = x0.detach()
+    x, fn = x0.detach(), autograd_grad_fn(energy)
     for _ in range(steps):
-        with torch.enable_grad():
-            xg = x.requires_grad_(True)
-            grad, = torch.autograd.grad(energy(xg).sum(), xg)
-        x = x.detach() - 0.5 * step_size * weight * op.project_null(grad)
-        x = x + noise * step_size**0.5 * op.project_null(torch.randn_like(x))
+        _, grad = fn(x)
+        x = langevin_step(x, grad, 0.5 * step_size * weight, noise * step_size**0.5, project=op.project_null)
     return x
 
 
@@ -101,7 +99,7 @@ def langevin_latents(model, y: torch.Tensor, op: Operator, *, steps: int = 200, 
             if energy is not None:
                 log_p = log_p - ebm_weight * energy(x)
             grad, = torch.autograd.grad(log_p.sum(), z)
-        z = z.detach() + step_size / 2 * grad + step_size**0.5 * torch.randn_like(z)
+        z = langevin_step(z.detach(), -grad, step_size / 2, step_size**0.5)    # ascent on ln p
     return z
 
 

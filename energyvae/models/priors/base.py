@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from ...mcmc.kernels import autograd_grad_fn
 from ..base import Component
 from ..posterior import DiagGaussian
 
@@ -55,6 +56,11 @@ class Prior(Component, ABC):
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         return -self.log_prob(z)
+
+    def energy_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E(z), grad_z E(z)), detached: autograd here; an EBM prior uses its energy's own
+        (a closed form for the GRBM)."""
+        return autograd_grad_fn(self.energy)(z)
 
     @abstractmethod
     def sample(self, n: int) -> torch.Tensor:

@@ -57,6 +57,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ...mcmc.kernels import GradFn, autograd_grad_fn
 from ...registry import Registry, check, keep_parsed, parsed
 from ..base import PRIORS, UpdateSpec
 from ..posterior import DiagGaussian
@@ -83,7 +84,7 @@ class ChainTrace:
     step_size: float | None = None
 
     def diagnostics(self) -> dict:
-        """Split R-hat / ESS of both statistics (evaluation/mcmc_diagnostics.py), the acceptance
+        """Split R-hat / ESS of both statistics (mcmc/diagnostics.py), the acceptance
         rate, the step size and the energy trace's start and end means."""
         from ...mcmc.diagnostics import chain_diagnostics
         d = chain_diagnostics({"energy": self.energy, "mean_coordinate": self.mean_coordinate}, self.warmup)
@@ -108,13 +109,13 @@ class TraceRecorder:
             if e is None:
                 with torch.no_grad():
                     e = energy(z)
-            self.energy.append(e.detach().double().cpu())
-            self.coord.append(z.detach().double().mean(-1).cpu())
+            self.energy.append(e.detach())            # on the device: no host read per step
+            self.coord.append(z.detach().double().mean(-1))
 
     def result(self, **kw) -> ChainTrace | None:
         if not self.enabled:
             return None
-        return ChainTrace(torch.stack(self.energy), torch.stack(self.coord), **kw)
+        return ChainTrace(torch.stack(self.energy).double().cpu(), torch.stack(self.coord).double().cpu(), **kw)
 
 
 class LatentEnergy(nn.Module, ABC):
@@ -130,6 +131,17 @@ class LatentEnergy(nn.Module, ABC):
 
     def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
         return None
+
+    def energy_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E(z) [N], grad_z E(z) [N, m]), detached (what every MCMC kernel calls): autograd
+        here; an energy with a closed-form gradient (GRBM, quadratic) overrides it."""
+        return autograd_grad_fn(self)(z)
+
+
+def grad_fn(energy: nn.Module) -> GradFn:
+    """The kernels' ``fn(z) -> (E, grad E)`` of an energy: its own ``energy_and_grad`` for a
+    :class:`LatentEnergy`, autograd for any other differentiable module."""
+    return energy.energy_and_grad if isinstance(energy, LatentEnergy) else autograd_grad_fn(energy)
 
 
 class LatentSampler(nn.Module, ABC):
@@ -229,6 +241,9 @@ class EBMPrior(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -self.energy_net(z)
+
+    def energy_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return grad_fn(self.energy_net)(z)
 
     def sample(self, n: int, trace: bool = False):
         """n samples [n, m] (with ``trace``: also the sampler's ``ChainTrace``; a scheme's own

@@ -93,6 +93,18 @@ class GRBMEnergy(LatentEnergy):
         mean = self.visible_mean(h)
         return mean + self.sigma * torch.randn_like(mean)
 
+    @torch.no_grad()
+    def energy_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form, two matmuls: with a = W^T (z / sigma^2) + b,
+        E = 1/2 ||(z - mu) / sigma||^2 - sum softplus(a) and
+        grad E = (z - mu) / sigma^2 - (W sigmoid(a)) / sigma^2."""
+        inv = (-2 * self.log_sigma).exp()                   # 1 / sigma^2
+        zs = z * inv
+        a = zs @ self.W + self.b
+        d = z - self.mu
+        e = 0.5 * torch.linalg.vecdot(d * inv, d) - torch.nn.functional.softplus(a).sum(-1)
+        return e, (d - torch.sigmoid(a) @ self.W.T) * inv
+
     def joint_energy(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """E(z, h) of the docstring, [...]."""
         quad = 0.5 * (((z - self.mu) / self.sigma) ** 2).sum(-1)
@@ -189,6 +201,13 @@ class QuadraticEnergy(LatentEnergy):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = z - self.center
         return 0.5 * ((d @ self.precision()) * d).sum(-1)
+
+    @torch.no_grad()
+    def energy_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form: E = 1/2 d^T P d, grad E = P d (d = z - c, P symmetric)."""
+        d = z - self.center
+        pd = d @ self.precision()
+        return 0.5 * (pd * d).sum(-1), pd
 
     def expected_energy(self, mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """1/2 ((mean - c)^T P (mean - c) + sum_i P_ii std_i^2), exactly (z unused)."""

@@ -48,15 +48,20 @@
   q the Gaussian above, so the joint GRBM law is exactly invariant; without it the z-marginal
   is biased (e.g. variance ~ sigma^2 / (1 - r/2) for W = 0).
 
+``langevin`` and ``mala`` are loops over the kernels of :mod:`energyvae.mcmc.kernels`
+(``langevin_step``, ``mala_step``, ``StepSize``: the adaptation stays on the device, so a step
+reads nothing back to the host) with the energy's own ``energy_and_grad`` (closed form for the
+GRBM: two matmuls instead of an autograd pass); ``gibbs`` and ``gibbs_langevin`` use the GRBM's
+exact conditionals. Speed against the former loops: benchmarks/results/mcmc_speed.md.
+
 Chains start from N(0, init_std^2 I) unless ``init`` is given. Gradients are taken with respect
 to z only (no .grad is left on the energy's parameters); tensors follow the energy's
 device and dtype; ``trace=True`` also returns a ``ChainTrace`` (priors/ebm.py: per-chain energy
 and coordinate mean after each step, acceptance, step size) whose ``diagnostics()`` gives split
-R-hat and ESS (evaluation/mcmc_diagnostics.py).
+R-hat and ESS (mcmc/diagnostics.py).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -65,17 +70,15 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import check
-from .ebm import LATENT_SAMPLERS, LatentSampler, TraceRecorder
+from ...mcmc.kernels import StepSize, langevin_step, mala_step
+from .ebm import LATENT_SAMPLERS, LatentSampler, TraceRecorder, grad_fn
 from .energies import GRBMEnergy
 
 
 def energy_and_grad(energy: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E(z), grad_z E(z)), both detached; works under ``torch.no_grad()``."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        e = energy(z)
-        (g,) = torch.autograd.grad(e.sum(), z)
-    return e.detach(), g
+    """(E(z), grad_z E(z)), both detached; works under ``torch.no_grad()``: the energy's own
+    closed form where it has one (``LatentEnergy.energy_and_grad``), else autograd."""
+    return grad_fn(energy)(z)
 
 
 class _Sampler(LatentSampler):
@@ -113,14 +116,14 @@ class Langevin(_Sampler):
         self.step_size, self.grad_clip = step_size, grad_clip
 
     def sample(self, energy, n, init=None, trace=False):
-        z, rec, h = self.start(energy, n, init), TraceRecorder(trace), self.step_size
+        z, rec, h, fn = self.start(energy, n, init), TraceRecorder(trace), self.step_size, grad_fn(energy)
         for k in range(self.steps):
-            e, g = energy_and_grad(energy, z)
+            e, g = fn(z)
             if k:
                 rec(z, e)
             if self.grad_clip is not None:
                 g = g * (self.grad_clip / g.norm(dim=-1, keepdim=True).clamp_min(self.grad_clip))
-            z = z - h * g + (2 * h) ** 0.5 * torch.randn_like(z)
+            z = langevin_step(z, g, h, (2 * h) ** 0.5)
         rec(z, energy=energy)
         return z, rec.result(step_size=h)
 
@@ -161,41 +164,28 @@ class MALA(_Sampler):
         z = self.start(energy, max(n, p.min_chains), None)
         if init is not None:                                 # given starts, topped up to min_chains
             z = torch.cat([self.start(energy, n, init), z[:max(p.min_chains - len(init), 0)]])
-        rec, c = TraceRecorder(trace), z.shape[0]
-        log_h = torch.tensor(float(p.step_size)).log()
+        rec, c, fn = TraceRecorder(trace), z.shape[0], grad_fn(energy)
+        step = StepSize(p.step_size, p.target_accept, device=z.device)   # log h += 2 (a - target)
         scale = torch.ones_like(z[0])                        # M^(1/2): per-coordinate std
-        e, g = energy_and_grad(energy, z)
-        acc, tail = [], []
+        state = (z, *fn(z))
+        acc, n_acc = torch.zeros((), device=z.device), 0     # device-side: no host read per step
         for k in range(p.steps):
-            h = float(log_h.exp())
-            var = scale**2
-            mean_fwd = z - h * var * g
-            z_new = mean_fwd + (2 * h) ** 0.5 * scale * torch.randn_like(z)
-            e_new, g_new = energy_and_grad(energy, z_new)
-            mean_bwd = z_new - h * var * g_new
-            log_q_fwd = -(((z_new - mean_fwd) / scale) ** 2).sum(-1) / (4 * h)
-            log_q_bwd = -(((z - mean_bwd) / scale) ** 2).sum(-1) / (4 * h)
-            log_alpha = torch.nan_to_num(e - e_new + log_q_bwd - log_q_fwd, nan=-math.inf).clamp(max=0)
-            finite = torch.isfinite(e_new) & torch.isfinite(g_new).all(-1) & torch.isfinite(z_new).all(-1)
-            log_alpha = torch.where(finite, log_alpha, torch.full_like(log_alpha, -math.inf))
-            accept = torch.rand_like(log_alpha).log() < log_alpha
-            z = torch.where(accept[:, None], z_new, z)
-            e, g = torch.where(accept, e_new, e), torch.where(accept[:, None], g_new, g)
-            a = float(log_alpha.exp().mean())
-            if k < p.warmup:                                 # adapt: log h += 2 (a - target), bounded
-                log_h = (log_h + 2.0 * (a - p.target_accept)).clamp(-30.0, 5.0)
+            state, log_alpha = mala_step(state, fn, step.h.to(z.dtype), scale)
+            a = log_alpha.exp().mean()
+            if k < p.warmup:                                 # adapt the step, then the preconditioner
+                step.update(a)
                 if p.precondition and c >= 8 and k + 1 in (p.warmup // 4, p.warmup // 2, 3 * p.warmup // 4):
-                    scale = z.std(0).clamp(1e-3, 1e3)
+                    scale = state[0].std(0).clamp(1e-3, 1e3)
                 if k >= 3 * p.warmup // 4:                   # average the last quarter's log h
-                    tail.append(float(log_h))
+                    step.record()
                 if k == p.warmup - 1:
-                    log_h = torch.tensor(sum(tail) / len(tail))
+                    step.freeze_mean()
             else:
-                acc.append(a)
-            rec(z, e)
-        stats = dict(warmup=p.warmup, acceptance=sum(acc) / len(acc) if acc else None,
-                     step_size=float(log_h.exp()))
-        return z[:n], rec.result(**stats)
+                acc, n_acc = acc + a, n_acc + 1
+            rec(state[0], state[1])
+        stats = dict(warmup=p.warmup, acceptance=float(acc / n_acc) if n_acc else None,
+                     step_size=float(step.h))
+        return state[0][:n], rec.result(**stats)
 
 
 @LATENT_SAMPLERS.register("mala", MALAParams)
