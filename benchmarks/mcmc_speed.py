@@ -12,7 +12,8 @@ in an order that alternates between rounds, so a shared machine's drifts hit all
   (benchmarks/_mcmc_reference.py: autograd energy + gradient, a host read every step) against
   today's (the kernels, the GRBM's closed-form gradient, device-side adaptation). The *floor*
   is ``steps + 1`` closed-form energy + gradient calls on the same chains, timed in the same
-  round; the ratio sampler / floor is the sampler's own overhead. Both samplers' final mean
+  round; the ratio sampler / floor is the sampler's own overhead. ``compile: true`` runs the same
+  step under ``torch.compile`` (its compilation, once, is timed apart). Both samplers' final mean
   energy is printed (the same law: they should agree within the chains' spread).
 - **AIS** on a 64 x 16 GRBM (exact ln Z by enumerating 2^16 hidden states), 256 chains x
   ``--temps`` temperatures, MALA transitions (what ``evaluate --metrics nll`` uses) and HMC
@@ -27,6 +28,7 @@ in an order that alternates between rounds, so a shared machine's drifts hit all
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
 import torch
@@ -71,6 +73,7 @@ def mala_part(args) -> dict:
     e = _grbm(64, 64, 0)
     p = MALAParams(steps=args.steps, warmup=max(args.steps // 10, 4))
     new, old = MALA(64, p), OldMALA(64, p)
+    compiled = MALA(64, dataclasses.replace(p, compile=True))
     out = {}
 
     def run(sampler, key):
@@ -80,14 +83,19 @@ def mala_part(args) -> dict:
             out[key] = float(e(z).detach().mean())
         return f
     z = torch.randn(args.chains, 64)
+    first = _time(run(compiled, "compiled"))                  # compiles (cached for the rounds)
     variants = {"old MALA": run(old, "old"), "MALA (kernels)": run(new, "new"),
+                "MALA (kernels, compile: true)": run(compiled, "compiled"),
                 "floor: closed-form E + grad": lambda: [e.energy_and_grad(z) for _ in range(args.steps + 1)],
                 "autograd E + grad": lambda: [autograd_grad_fn(e)(z) for _ in range(args.steps + 1)]}
     t = _rounds(variants, args.rounds)
     t["speed-up (old / new)"] = t["old MALA"] / t["MALA (kernels)"]
     t["new / floor"] = t["MALA (kernels)"] / t["floor: closed-form E + grad"]
+    t["speed-up, compiled (old / compiled)"] = t["old MALA"] / t["MALA (kernels, compile: true)"]
+    t["compiled / floor"] = t["MALA (kernels, compile: true)"] / t["floor: closed-form E + grad"]
+    t["compiled: compile + first run (s)"] = first
     t["old / its autograd floor"] = t["old MALA"] / t["autograd E + grad"]
-    t["mean energy of the samples: old, new"] = f"{out['old']:.2f}, {out['new']:.2f}"
+    t["mean energy of the samples: old, new, compiled"] = f"{out['old']:.2f}, {out['new']:.2f}, {out['compiled']:.2f}"
     return t
 
 

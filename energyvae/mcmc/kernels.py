@@ -119,17 +119,20 @@ def mala_log_ratio(z, u, g, z_new, u_new, g_new, h, scale=None) -> torch.Tensor:
 
 
 def mala_step(state: tuple, fn: GradFn, h, scale: torch.Tensor | None = None, *,
-              generator: torch.Generator | None = None) -> tuple[tuple, torch.Tensor]:
+              generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+              uniform: torch.Tensor | None = None) -> tuple[tuple, torch.Tensor]:
     """One MALA step from ``state = (z, U(z), grad U(z), *extra)``; ``h`` a float, a 0-d tensor or
     per-chain [N]; ``scale`` M^(1/2) (broadcastable to z; None: identity). Returns the new state
     and each chain's log acceptance probability [N]. (The forward proposal density needs only
     the noise: ((z' - mean_fwd) / M^(1/2))^2 / (4 h) = |xi|^2 / 2; the same algebra as
-    :func:`mala_log_ratio`, arranged for few passes over the chains.)"""
+    :func:`mala_log_ratio`, arranged for few passes over the chains.) ``noise`` (xi, like z) and
+    ``uniform`` ([N]) may be drawn by the caller: a compiled step (``torch.compile``) runs
+    fastest with its random numbers drawn outside it."""
     z, u, g = state[:3]
     h = _bcast(h, z)
     hv = h if scale is None else h * scale**2               # h M
     sd = (2 * h) ** 0.5 if scale is None else (2 * h) ** 0.5 * scale
-    xi = _randn(z, generator)
+    xi = _randn(z, generator) if noise is None else noise
     z_new = torch.addcmul(z - hv * g, sd, xi) if isinstance(sd, torch.Tensor) else z - hv * g + sd * xi
     proposal = (z_new, *fn(z_new))
     u_new, g_new = proposal[1], proposal[2]
@@ -139,7 +142,8 @@ def mala_step(state: tuple, fn: GradFn, h, scale: torch.Tensor | None = None, *,
     h_sum = h.reshape(-1) if isinstance(h, torch.Tensor) and h.dim() > 0 else h
     log_alpha = u - u_new - _sq(back) / (4 * h_sum) + 0.5 * _sq(xi)
     log_alpha = _log_alpha(log_alpha, proposal)
-    accept = _rand(len(log_alpha), log_alpha, generator).log() < log_alpha
+    uniform = _rand(len(log_alpha), log_alpha, generator) if uniform is None else uniform
+    accept = uniform.log() < log_alpha
     return _select(accept, proposal, state), log_alpha
 
 

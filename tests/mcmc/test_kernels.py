@@ -138,3 +138,17 @@ def test_a_mala_step_reads_nothing_back_from_the_device(monkeypatch):
         step.record()
     monkeypatch.undo()
     assert counter.calls == []
+
+
+@pytest.mark.slow
+def test_a_compiled_mala_chain_samples_the_same_law_as_the_eager_one():
+    """compile: true draws the same random numbers in the same order: same chain up to float
+    rounding of the fused kernels."""
+    e = GRBMEnergy(8, 4, 0.3)
+    out = {}
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        z, tr = MALA(8, MALAParams(steps=60, warmup=20, min_chains=64, compile=compile_)).sample(e, 64, trace=True)
+        out[compile_] = (z, tr.acceptance)
+    assert torch.allclose(out[False][0], out[True][0], atol=1e-3)
+    assert abs(out[False][1] - out[True][1]) < 1e-3
