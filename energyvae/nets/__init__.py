@@ -7,4 +7,4 @@ Interface (every registered builder follows it):
   ``nn.Module`` mapping ``[B, m] -> [B, *out_shape]`` (raw outputs: logits, means, ...).
 """
 from .base import DECODERS, ENCODERS  # noqa: F401
-from . import conv, energy, mlp  # noqa: E402,F401  (registers the built-in networks)
+from . import conv, ecvae_nets, energy, mlp, msresnet  # noqa: E402,F401  (registers the built-in networks)

@@ -10,7 +10,8 @@ Builders take ``data_shape`` ((C, H, W) or (D,)) and return an ``nn.Module`` map
   act, global mean (or sum) pool, Linear(c_k -> head) act Linear(head -> 1). The authors' demo
   uses channels (128, 256, 256, 256), 2 blocks per stage, head 2048, LeakyReLU(0.2) and spectral
   norm (these are the defaults); their ``MSResNet`` also runs copies at 1/2 and 1/4 scale and
-  concatenates the pooled features (not done here).
+  concatenates the pooled features: ``msresnet`` (``nets/msresnet.py``, any resolution).
+  ``pool``: ``mean`` (the authors' global average) or ``sum`` over positions (both ResNet energies).
   ``downsample`` chooses the 2x reduction: ``avg`` (2x2 average pooling, the authors'), ``blur``
   (a [1, 2, 1] x [1, 2, 1] / 16 binomial low-pass, then every second pixel: Zhang 2019's BlurPool)
   or ``stride`` (a 3x3 convolution with stride 2). They were the suspects of the periodic grid
