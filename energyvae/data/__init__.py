@@ -12,20 +12,37 @@ Datasets (``name``):
   well-posed restoration task (``energyvae restore --task colorize``).
 - ``fashion-mnist``: gzip IDX files in ``path`` (default ``/usr/share/datasets/fashion-mnist``).
 - ``mnist-idx``: any MNIST-format folder at ``path``: ``{train,t10k}-images-idx3-ubyte[.gz]``
-  and optionally ``{train,t10k}-labels-idx1-ubyte[.gz]``.
+  and optionally ``{train,t10k}-labels-idx1-ubyte[.gz]``. ``mnist`` is the same reader under the
+  name of paper 002's setting (binarised MNIST: ``name: mnist, binarize: true``).
 - ``cifar10`` / ``cifar100``: the python batch folder (``cifar-10-batches-py`` /
   ``cifar-100-python``, or its parent) at ``path``; unpickled with a restricted unpickler.
 - ``image-folder``: PNG/JPEG files under ``path``; >= 2 class subfolders give labels.
+- ``stl10``: the ``stl10_binary`` folder (or its parent), 3x96x96; ``subset``: ``train`` (5,000
+  labelled, the default), ``unlabeled`` (100,000) or ``train+unlabeled``; test is ``test_X.bin``.
+- ``imagenet32`` / ``imagenet64``: the downsampled-ImageNet npz batches ``train_data_batch_*.npz``
+  (+ ``val_data.npz`` as the official test set) in ``path`` or its subfolders.
+- ``lsun``: one LSUN LMDB folder (e.g. ``church_outdoor_train_lmdb``; needs ``pip install
+  'energyvae[lsun]'``), centre-cropped to a square by default.
+- ``celeba``: ``img_align_celeba/`` (178x218) with ``list_eval_partition.txt`` (official train /
+  val / test) when present; the 140x140 centre crop by default (see :func:`readers.load_celeba`).
+- ``celeba-hq``: a folder of CelebA-HQ images (256 or 1024 px; set ``image_size`` to resize).
 - ``array``: ``.npy`` or ``.npz`` at ``path`` (keys ``x`` [, ``y``] or ``train_x``, ``test_x``
   [, ``train_y``, ``test_y``]); see :func:`formats.load_array`.
 - toy 2-D sets (float32 ``[N, 2]``): see :mod:`energyvae.data.toy2d`.
 
-Official test splits (fashion-mnist, mnist-idx, cifar, npz with ``test_x``) are kept; otherwise
-``test_fraction`` is carved. Validation is carved from train; ``limit`` then cuts train.
+Official test splits (fashion-mnist, mnist-idx, cifar, stl10, imagenet val, npz with ``test_x``,
+celeba's partition) are kept; otherwise ``test_fraction`` is carved. Validation is carved from
+train (celeba's partition has its own); ``limit`` then cuts train.
+
+Image options, for every image source: ``crop: center | none`` (default ``none``, except
+``center`` for celeba, celeba-hq and lsun) takes the centre ``crop_size`` square (default the
+shorter side; 140 for celeba) before ``image_size`` resizes (bilinear); ``grayscale``.
+``augment: [hflip]`` flips training batches at random, deterministically from the train seed,
+the step and the process (:meth:`DataBundle.augment_batch`, :func:`transforms.hflip`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,17 +51,23 @@ import torch
 
 from ..errors import DataError
 from ..registry import check
-from . import formats, toy2d
+from . import formats, readers, toy2d
 from .splits import Split, make_splits
 from .toy2d import log_density_unnormalized
-from .transforms import Preprocess
+from .transforms import AUGMENTATIONS, Preprocess, augment
 
 __all__ = ["DataConfig", "DataBundle", "Split", "Preprocess", "available_datasets", "data_from_spec", "load_data",
            "log_density_unnormalized"]
 
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
-IMAGE_SETS = ("digits", "digits-rgb", "fashion-mnist", "mnist-idx", "cifar10", "cifar100", "image-folder")
-NEEDS_PATH = ("mnist-idx", "cifar10", "cifar100", "image-folder", "array")
+IMAGE_SETS = ("digits", "digits-rgb", "fashion-mnist", "mnist-idx", "mnist", "cifar10", "cifar100", "image-folder",
+              "stl10", "imagenet32", "imagenet64", "lsun", "celeba", "celeba-hq")
+NEEDS_PATH = ("mnist-idx", "mnist", "cifar10", "cifar100", "image-folder", "array", "stl10", "imagenet32",
+              "imagenet64", "lsun", "celeba", "celeba-hq")
+#: sources decoded image by image (crop and resize happen while decoding)
+FILE_SOURCES = ("image-folder", "celeba", "celeba-hq", "lsun")
+#: data.crop when it is not set
+DEFAULT_CROP = {"celeba": "center", "celeba-hq": "center", "lsun": "center"}
 
 
 def available_datasets() -> list[str]:
@@ -67,6 +90,10 @@ class DataConfig:
     limit: int | None = None          # keep at most this many training examples
     image_size: int | None = None     # square bilinear resize; None keeps native size
     grayscale: bool = False           # RGB -> 1 channel
+    crop: Literal["center", "none"] | None = None   # None: center for celeba, celeba-hq, lsun; else none
+    crop_size: int | None = None      # side of the centre square; None: 140 for celeba, else the shorter side
+    subset: str | None = None         # stl10's training pool: train (default) | unlabeled | train+unlabeled
+    augment: list[str] = field(default_factory=list)   # [hflip]: random flips of training batches
 
     def __post_init__(self):
         names = available_datasets()
@@ -88,11 +115,29 @@ class DataConfig:
         check(self.limit is None or self.limit > 0, f"limit must be > 0, got {self.limit}")
         check(self.image_size is None or self.image_size > 0,
               f"image_size must be > 0, got {self.image_size}")
+        check(self.crop in (None, "center", "none"), f"crop must be 'center' or 'none', got {self.crop!r}")
+        check(self.crop_size is None or self.crop_size > 0, f"crop_size must be > 0, got {self.crop_size}")
+        check(not (self.crop == "none" and self.crop_size), "crop_size needs crop 'center', got crop 'none'")
+        check(self.subset is None or self.name == "stl10", f"subset applies to stl10 only, not to {self.name!r}")
+        check(self.subset is None or self.subset in readers.STL_SUBSETS,
+              f"subset must be one of {', '.join(readers.STL_SUBSETS)}, got {self.subset!r}")
+        check(isinstance(self.augment, (list, tuple)) and all(a in AUGMENTATIONS for a in self.augment),
+              f"augment must be a list of: {', '.join(AUGMENTATIONS)}; got {self.augment!r}")
+        check(len(set(self.augment)) == len(self.augment), f"augment lists an augmentation twice: {self.augment!r}")
         check(self.name not in NEEDS_PATH or bool(self.path), f"path is required for dataset {self.name!r}")
         if self.name in toy2d.TOY_SETS:
-            check(not (self.binarize or self.grayscale or self.image_size) and self.dequantize == "none",
-                  f"binarize, dequantize, grayscale and image_size apply to images, "
+            check(not (self.binarize or self.grayscale or self.image_size or self.crop or self.crop_size
+                       or self.augment) and self.dequantize == "none",
+                  f"binarize, dequantize, grayscale, image_size, crop and augment apply to images, "
                   f"not to the toy 2-D set {self.name!r}")
+
+    def crop_spec(self) -> tuple[str, int | None]:
+        """The crop in force: ``("center", side or None)`` or ``("none", None)`` (the dataset's
+        convention where ``crop`` is not set; ``crop_size`` alone means ``center``)."""
+        crop = self.crop or ("center" if self.crop_size else DEFAULT_CROP.get(self.name, "none"))
+        if crop == "none":
+            return crop, None
+        return crop, self.crop_size or (readers.CELEBA_CROP if self.name == "celeba" else None)
 
 
 @dataclass
@@ -107,6 +152,14 @@ class DataBundle:
     info: dict                   # JSON-serializable: sources, sizes, official split, classes
     available: bool = True       # False: rebuilt from a run's data.json, the splits are empty
     missing_reason: str = ""     # why the data could not be loaded (when not available)
+    augment: tuple[str, ...] = ()   # data.augment, applied by augment_batch to training batches
+
+    def augment_batch(self, x_raw: torch.Tensor, *, seed: int, step: int, rank: int = 0,
+                      world: int = 1) -> torch.Tensor:
+        """The raw local training batch of ``step`` augmented by ``data.augment`` (unchanged
+        without it), before :attr:`preprocess`: a function of (seed, step, rank, world) only, see
+        :func:`transforms.hflip`. ``rank`` / ``world``: this process and the number of processes."""
+        return augment(x_raw, self.augment, seed, step, rank, world) if self.augment else x_raw
 
     def spec(self) -> dict:
         """What a trained run needs of its data without the data (``data.json`` of a run
@@ -128,11 +181,13 @@ def data_from_spec(cfg: DataConfig, spec: dict) -> DataBundle:
     dtype = torch.uint8 if kind == "image" else torch.float32
     empty = Split(torch.empty((0, *shape), dtype=dtype))
     return DataBundle(spec.get("name", cfg.name), kind, shape, empty, empty, empty,
-                      Preprocess.from_config(cfg, kind), dict(spec.get("info", {})), available=False)
+                      Preprocess.from_config(cfg, kind), dict(spec.get("info", {})), available=False,
+                      augment=tuple(cfg.augment))
 
 
 # ----------------------------------------------------------------------------------- loaders
-# each returns (x, y, x_test, y_test, info) with NumPy arrays; x_test None = no official split
+# each returns (x, y, x_test, y_test, info) with NumPy arrays; x_test None = no official split;
+# a sixth entry (x_val, y_val) gives an official validation split
 def _digits(cfg):
     from sklearn.datasets import load_digits
 
@@ -162,8 +217,31 @@ def _cifar(cfg):
 
 
 def _image_folder(cfg):
-    x, y, classes = formats.load_image_folder(cfg.path, cfg.image_size, cfg.grayscale)
+    x, y, classes = formats.load_image_folder(cfg.path, cfg.image_size, cfg.grayscale, *cfg.crop_spec())
+    if cfg.name == "celeba-hq":
+        return x, None, None, None, {"source": str(Path(cfg.path))}
     return x, y, None, None, {"source": str(Path(cfg.path)), "classes": classes}
+
+
+def _stl10(cfg):
+    x, y, xt, yt, files = readers.load_stl10(cfg.path, cfg.subset or "train")
+    return x, y, xt, yt, {"source": files, "subset": cfg.subset or "train"}
+
+
+def _imagenet(cfg):
+    x, y, xt, yt, files = readers.load_imagenet(cfg.path, 32 if cfg.name == "imagenet32" else 64)
+    return x, y, xt, yt, {"source": files}
+
+
+def _lsun(cfg):
+    x, info = readers.load_lsun(cfg.path, "L" if cfg.grayscale else "RGB", *cfg.crop_spec(), cfg.image_size)
+    return x, None, None, None, info
+
+
+def _celeba(cfg):
+    x, xv, xt, info = readers.load_celeba(cfg.path, "L" if cfg.grayscale else "RGB", *cfg.crop_spec(),
+                                          cfg.image_size)
+    return x, None, xt, None, info, (xv, None)
 
 
 def _array(cfg):
@@ -176,14 +254,21 @@ def _toy(cfg):
     return x, None, None, None, {"source": f"energyvae.data.toy2d (seed {cfg.split_seed})"}
 
 
-_LOADERS = {"digits": _digits, "digits-rgb": _digits_rgb, "fashion-mnist": _idx, "mnist-idx": _idx, "cifar10": _cifar,
-            "cifar100": _cifar, "image-folder": _image_folder, "array": _array,
-            **{n: _toy for n in toy2d.TOY_SETS}}
+_LOADERS = {"digits": _digits, "digits-rgb": _digits_rgb, "fashion-mnist": _idx, "mnist-idx": _idx, "mnist": _idx,
+            "cifar10": _cifar, "cifar100": _cifar, "image-folder": _image_folder, "array": _array,
+            "stl10": _stl10, "imagenet32": _imagenet, "imagenet64": _imagenet, "lsun": _lsun,
+            "celeba": _celeba, "celeba-hq": _image_folder, **{n: _toy for n in toy2d.TOY_SETS}}
 
 
-def _image_ops(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
+def _image_ops(x: np.ndarray | None, cfg: DataConfig) -> np.ndarray | None:
+    """Grayscale, centre crop and resize of loaded arrays (file sources did them while decoding)."""
+    if x is None or cfg.name in FILE_SOURCES:
+        return x
     if cfg.grayscale:
         x = formats.to_grayscale(x)
+    crop, side = cfg.crop_spec()
+    if crop == "center":
+        x = formats.center_crop(x, side, cfg.path or cfg.name)
     if cfg.image_size is not None:
         x = formats.resize(x, cfg.image_size)
     return x
@@ -191,23 +276,25 @@ def _image_ops(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def load_data(cfg: DataConfig) -> DataBundle:
     """Load, transform (grayscale/resize) and split the dataset described by ``cfg``."""
-    x, y, xt, yt, info = _LOADERS[cfg.name](cfg)
+    x, y, xt, yt, info, *val = _LOADERS[cfg.name](cfg)
+    xv, yv = val[0] if val else (None, None)
     if len(x) == 0 or 0 in x.shape[1:]:
         raise DataError(f"{cfg.path or cfg.name}: no data (array of shape {x.shape})")
     kind = "image" if x.dtype == np.uint8 else "vector"
     if kind == "image":
-        x = _image_ops(x, cfg)
-        xt = None if xt is None else _image_ops(xt, cfg)
-    elif cfg.binarize or cfg.dequantize != "none" or cfg.image_size or cfg.grayscale:
-        raise DataError(f"{cfg.path or cfg.name}: holds float vectors; binarize, dequantize, image_size and "
-                        f"grayscale apply to uint8 images only")
+        x, xt, xv = _image_ops(x, cfg), _image_ops(xt, cfg), _image_ops(xv, cfg)
+    elif (cfg.binarize or cfg.dequantize != "none" or cfg.image_size or cfg.grayscale or cfg.crop == "center"
+          or cfg.crop_size or cfg.augment):
+        raise DataError(f"{cfg.path or cfg.name}: holds float vectors; binarize, dequantize, image_size, "
+                        f"grayscale, crop and augment apply to uint8 images only")
     train, val, test = make_splits(x, y, xt, yt, val_fraction=cfg.val_fraction,
                                    test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-                                   limit=cfg.limit, name=str(cfg.path or cfg.name))
-    info = {**info, "official_test": xt is not None,
+                                   limit=cfg.limit, name=str(cfg.path or cfg.name), x_val=xv, y_val=yv)
+    info = {**info, "official_test": xt is not None, "official_val": xv is not None,
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "pool_size": len(x), "labels": y is not None}
     if y is not None:
         info["num_classes"] = int(max(y.max(), -1 if yt is None else yt.max())) + 1
     shape = tuple(int(s) for s in x.shape[1:])
-    return DataBundle(cfg.name, kind, shape, train, val, test, Preprocess.from_config(cfg, kind), info)
+    return DataBundle(cfg.name, kind, shape, train, val, test, Preprocess.from_config(cfg, kind), info,
+                      augment=tuple(cfg.augment))

@@ -6,7 +6,9 @@ Every reader returns NumPy arrays: images as uint8 ``[N, C, H, W]``, vectors as 
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import pickle
 import zlib
@@ -224,16 +226,16 @@ def load_cifar(path: str | Path, which: str):
 
 
 # ------------------------------------------------------------------------------- image folder
-def load_image_folder(root: str | Path, image_size: int | None = None, grayscale: bool = False):
+def load_image_folder(root: str | Path, image_size: int | None = None, grayscale: bool = False,
+                      crop: str = "none", crop_size: int | None = None):
     """PNG/JPEG files under ``root`` (recursively, sorted paths) as uint8 ``[N, C, H, W]``.
 
-    C is 1 when ``grayscale`` or when every image is grayscale, else 3 (alpha dropped). When
-    ``root`` has two or more top-level subfolders holding every image, the sorted subfolder
-    names are the classes and labels are their indices; otherwise there are no labels.
-    Returns ``(x, y, classes)``.
+    C is 1 when ``grayscale`` or when every image is grayscale, else 3 (alpha dropped). Each
+    image is centre-cropped and resized by :func:`fit_image` (``crop``, ``crop_size``,
+    ``image_size``). When ``root`` has two or more top-level subfolders holding every image, the
+    sorted subfolder names are the classes and labels are their indices; otherwise there are no
+    labels. Returns ``(x, y, classes)``.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
@@ -242,29 +244,20 @@ def load_image_folder(root: str | Path, image_size: int | None = None, grayscale
         raise DataError(f"{root}: no .png/.jpg/.jpeg images found (searched recursively)")
     modes, sizes = [], []
     for p in files:
-        try:
-            with Image.open(p) as im:
-                check_image_size(im, p)
-                modes.append(im.mode)
-                sizes.append(im.size)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"{p}: unreadable image ({e})") from None
-    if image_size is None and len(set(sizes)) > 1:
-        j = next(i for i, s in enumerate(sizes) if s != sizes[0])
+        with open_image(p) as im:
+            modes.append(im.mode)
+            sizes.append(im.size)
+    outs = [fitted_size(w, h, crop, crop_size, image_size, p) for p, (w, h) in zip(files, sizes)]
+    if len(set(outs)) > 1:
+        j = next(i for i, s in enumerate(outs) if s != outs[0])
         (w0, h0), (w1, h1) = sizes[0], sizes[j]
         raise DataError(f"{root}: images of mixed sizes (width x height), e.g. {files[0]} is {w0}x{h0} "
                         f"but {files[j]} is {w1}x{h1} (set data.image_size to resize)")
     mode = "L" if grayscale or all(m in _GRAY_MODES for m in modes) else "RGB"
     arrays = []
     for p in files:
-        try:
-            with Image.open(p) as im:
-                im = im.convert(mode)
-                if image_size is not None and im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"{p}: unreadable image ({e})") from None
+        with open_image(p) as im:
+            arrays.append(fit_image(im, mode, crop, crop_size, image_size, p))
     x = np.stack(arrays)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     tops = [p.relative_to(root).parts for p in files]
@@ -276,6 +269,22 @@ def load_image_folder(root: str | Path, image_size: int | None = None, grayscale
     else:
         classes = []
     return np.ascontiguousarray(x), y, classes
+
+
+@contextlib.contextmanager
+def open_image(path, data: bytes | None = None, where=None):
+    """``with open_image(path) as im``: a lazily opened PIL image (from ``data`` when given) whose
+    declared size is checked first (:func:`check_image_size`); a failure to open or decode it
+    inside the block is one :class:`DataError` naming ``where`` (default ``path``)."""
+    from PIL import Image
+
+    where = where or path
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            check_image_size(im, where)
+            yield im
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{where}: unreadable image ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------------- NumPy files
@@ -352,6 +361,51 @@ def to_grayscale(x: np.ndarray) -> np.ndarray:
         return x
     r, g, b = (x[:, i].astype(np.uint32) for i in range(3))
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, None]
+
+
+def center_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """The ``(left, top, right, bottom)`` box of the ``side`` x ``side`` centre square, with
+    torchvision's ``CenterCrop`` offsets: ``left = int(round((width - side) / 2))``, likewise top
+    (Python's round, half to even)."""
+    left, top = int(round((width - side) / 2)), int(round((height - side) / 2))
+    return left, top, left + side, top + side
+
+
+def fitted_size(width: int, height: int, crop: str, crop_size: int | None, image_size: int | None,
+                where) -> tuple[int, int]:
+    """``(width, height)`` after :func:`fit_image`; a crop larger than the image is a DataError."""
+    if crop == "center":
+        side = crop_size or min(width, height)
+        if side > min(width, height):
+            raise DataError(f"{where}: a {side}x{side} centre crop does not fit in {width}x{height} pixels "
+                            f"(set data.crop_size to at most {min(width, height)})")
+        width = height = side
+    return (image_size, image_size) if image_size is not None else (width, height)
+
+
+def fit_image(im, mode: str, crop: str, crop_size: int | None, image_size: int | None, where) -> np.ndarray:
+    """One PIL image -> uint8 ``[H, W]`` (mode "L") or ``[H, W, 3]`` (mode "RGB"): converted to
+    ``mode``, centre-cropped (``crop == "center"``: a ``crop_size`` square, default the shorter
+    side, box :func:`center_box`), then resized to ``image_size`` squared with PIL's bilinear
+    filter (antialiased when shrinking; the same pixels as :func:`resize` of the array)."""
+    from PIL import Image
+
+    fitted_size(im.width, im.height, crop, crop_size, None, where)
+    im = im.convert(mode)
+    if crop == "center":
+        im = im.crop(center_box(im.width, im.height, crop_size or min(im.size)))
+    if image_size is not None and im.size != (image_size, image_size):
+        im = im.resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def center_crop(x: np.ndarray, side: int | None, where) -> np.ndarray:
+    """Centre square of uint8 ``[N, C, H, W]`` (``side`` None: the shorter side), as :func:`fit_image`."""
+    h, w = x.shape[2:]
+    side = side or min(h, w)
+    fitted_size(w, h, "center", side, None, where)
+    left, top, right, bottom = center_box(w, h, side)
+    return x if (h, w) == (side, side) else np.ascontiguousarray(x[:, :, top:bottom, left:right])
 
 
 def resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -107,3 +107,67 @@ class Preprocess:
         else:
             x = (x_model + 1) / 2 if self.scale == "pm1" else x_model
         return x.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------- augmentation
+#: names accepted by ``data.augment``
+AUGMENTATIONS = ("hflip",)
+_M32 = 0xFFFFFFFF
+_STREAMS = {"hflip": 0x68666C70}     # one independent stream per augmentation ("hflp")
+
+
+def _mul32(h, c: int):
+    """``h * c mod 2**32`` for ``h`` in [0, 2**32) (int or int64 tensor) with every intermediate
+    below 2**49, so int64 tensors never overflow and each device computes the same bits."""
+    return (h * (c & 0xFFFF) + (((h * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(h):
+    """A bijective 32-bit integer hash (the "lowbias32" mixer: xor-shift / multiply rounds)."""
+    h = h & _M32
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = _mul32(h, 0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def _step_key(stream: int, seed: int, step: int) -> int:
+    h = _mix32(stream)
+    for v in (seed, step):
+        v &= (1 << 64) - 1
+        h = _mix32(_mix32(h ^ (v & _M32)) ^ (v >> 32))
+    return h
+
+
+def flip_mask(n: int, seed: int, step: int, rank: int = 0, world: int = 1,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """Which of the ``n`` examples of a local batch to flip at ``step`` (bool ``[n]``, on ``device``).
+
+    Example ``j`` of rank ``rank`` is position ``rank + world * j`` of the step's global batch (how
+    the trainer's ``BatchStream`` deals a global batch to the processes), and its flip is one bit
+    of a counter-based hash of (seed, step, position): no generator state, nothing to checkpoint,
+    the same bits on CPU and GPU, so a resumed run flips exactly as the uninterrupted one, the
+    ranks' bits are disjoint draws, and the union of the ranks' flips is the 1-process flips.
+    """
+    key = _step_key(_STREAMS["hflip"], seed, step)
+    pos = torch.arange(n, dtype=torch.int64, device=device) * world + rank
+    return ((_mix32(_mix32(pos) ^ key) >> 31) & 1).bool()
+
+
+def hflip(x: torch.Tensor, seed: int, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Random horizontal flips of a batch ``[N, C, H, W]`` (any dtype), each example with
+    probability 1/2, decided by :func:`flip_mask` (deterministic from seed, step, rank and world).
+    Uses no global RNG and no host synchronisation (``torch.where``, not boolean indexing)."""
+    mask = flip_mask(len(x), seed, step, rank, world, x.device)
+    return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+def augment(x: torch.Tensor, names, seed: int, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Apply the ``data.augment`` list ``names`` (in order) to a raw training batch."""
+    for name in names:
+        if name == "hflip":
+            x = hflip(x, seed, step, rank, world)
+        else:
+            raise ValueError(f"unknown augmentation {name!r} (choose from: {', '.join(AUGMENTATIONS)})")
+    return x

@@ -228,8 +228,12 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def batch(self, step: int) -> torch.Tensor:
-        """The preprocessed local batch of ``step`` on the training device."""
-        x = self.data.preprocess(self.train_x[self.stream.indices(step)]).to(self.device, non_blocking=True)
+        """The preprocessed local batch of ``step`` on the training device, augmented by
+        ``data.augment`` (flips drawn from (seed, step, position in the global batch): resume and
+        DDP stay exact)."""
+        raw = self.train_x[self.stream.indices(step)]
+        raw = self.data.augment_batch(raw, seed=self.tc.seed, step=step, rank=self.info.rank, world=self.info.world)
+        x = self.data.preprocess(raw).to(self.device, non_blocking=True)
         return self._format(x)
 
     # -- checkpoints -----------------------------------------------------------------------

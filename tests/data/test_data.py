@@ -528,7 +528,7 @@ def test_splits_deterministic_disjoint(tmp_path):
 # ------------------------------------------------------------------------------------- config
 def test_config_errors():
     with pytest.raises(ConfigError, match="choose from: .*digits"):
-        DataConfig(name="mnist")
+        DataConfig(name="svhn")
     for kw in [dict(binarize=True, scale="pm1"), dict(binarize=True, dequantize="uniform"),
                dict(val_fraction=0.5), dict(test_fraction=-0.1), dict(logit_alpha=0.5),
                dict(dequantize="uniform_logit", scale="pm1"), dict(limit=0), dict(image_size=0),
@@ -539,5 +539,6 @@ def test_config_errors():
         parse_params(DataConfig, {"binarize": True, "scale": "pm1"}, "data")
     with pytest.raises(ConfigError, match=r"data.scale"):
         parse_params(DataConfig, {"scale": "0-1"}, "data")
-    assert set(toy2d.TOY_SETS) | {"digits", "digits-rgb", "fashion-mnist", "mnist-idx", "cifar10", "cifar100",
-                                  "image-folder", "array"} == set(available_datasets())
+    assert set(toy2d.TOY_SETS) | {"digits", "digits-rgb", "fashion-mnist", "mnist-idx", "mnist", "cifar10",
+                                  "cifar100", "image-folder", "array", "stl10", "imagenet32", "imagenet64",
+                                  "lsun", "celeba", "celeba-hq"} == set(available_datasets())
