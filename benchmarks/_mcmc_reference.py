@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from energyvae.mcmc.ais import LOG_2PI, AISResult, _as_betas, _infer_device, _logmeanexp, _TARGET_ACCEPT
-from energyvae.models.priors.ebm import TraceRecorder
+from energyvae.mcmc.trace import TraceRecorder
 from energyvae.models.priors.samplers import MALAParams, _Sampler
 
 

@@ -18,6 +18,8 @@ gradient passes its own (``LatentEnergy.energy_and_grad``: GRBM, quadratic).
   min(1, exp(U(z) - U(z')) q(z | z') / q(z' | z)). Exact: it leaves exp(-U) invariant.
 - :func:`hmc_step`: ``n_leapfrog`` leapfrog steps of size ``eps`` with unit mass and a
   Metropolis correction. Exact.
+- :func:`gibbs_step`, :func:`gibbs_langevin_step`: the GRBM's exact block Gibbs sweep and the
+  Metropolis-corrected Gibbs-Langevin sweep of Liao et al. (2022).
 - :class:`StepSize`: ``log h += rate (mean acceptance - target)`` per step on the device, and
   the mean of log h over a window (MALA's warm-up), or AIS's multiplicative 1.02 / 0.98 rule.
 
@@ -35,7 +37,8 @@ import torch
 
 GradFn = Callable[[torch.Tensor], tuple]
 
-__all__ = ["GradFn", "StepSize", "autograd_grad_fn", "hmc_step", "langevin_step", "mala_log_ratio", "mala_step"]
+__all__ = ["GradFn", "StepSize", "autograd_grad_fn", "gibbs_langevin_step", "gibbs_step", "hmc_step",
+           "langevin_step", "mala_log_ratio", "mala_step"]
 
 
 def autograd_grad_fn(energy: Callable[[torch.Tensor], torch.Tensor]) -> GradFn:
@@ -168,6 +171,39 @@ def hmc_step(state: tuple, fn: GradFn, eps, n_leapfrog: int, *,
     log_alpha = _log_alpha(u + k0 - proposal[1] - 0.5 * _sum(p * p), proposal)
     accept = _rand(len(log_alpha), log_alpha, generator).log() < log_alpha
     return _select(accept, proposal, state), log_alpha
+
+
+def gibbs_step(z: torch.Tensor, grbm) -> torch.Tensor:
+    """One block-Gibbs sweep of a Gaussian-Bernoulli RBM with exact conditionals: h ~ p(h | z),
+    then z ~ p(z | h). ``grbm`` offers ``sample_hidden(z)`` and ``sample_visible(h)``
+    (``GRBMEnergy``). Leaves the GRBM exactly invariant."""
+    return grbm.sample_visible(grbm.sample_hidden(z))
+
+
+def gibbs_langevin_step(z: torch.Tensor, hid: torch.Tensor, grbm, decay, std, *, metropolis: bool = True):
+    """One Gibbs-Langevin sweep of a GRBM (Liao et al. 2022; ``models/priors/samplers.py`` has
+    the derivation): K Langevin steps on z at fixed h drawn in closed form,
+    ``z' = c + decay (z - c) + std xi`` (c = mu + W h, ``decay`` = a^K, ``std`` its noise), then
+    h' ~ p(h | z'), accepted jointly by Metropolis-Hastings when ``metropolis`` (exact) or always
+    (biased by O(step)). ``grbm`` offers ``visible_mean``, ``sample_hidden``, ``hidden_logits``
+    and ``joint_energy``. Returns (z, h, log acceptance [N] or None)."""
+    c = grbm.visible_mean(hid)
+    z_new = c + decay * (z - c) + std * torch.randn_like(z)
+    h_new = grbm.sample_hidden(z_new)
+    if not metropolis:
+        return z_new, h_new, None
+
+    def log_q(z_to, z_from, h_from):        # ln q(z_to | z_from, h_from) up to a constant
+        m = grbm.visible_mean(h_from)
+        return -0.5 * (((z_to - m - decay * (z_from - m)) / std) ** 2).sum(-1)
+
+    def log_p_h(h_, z_):                    # ln p(h | z)
+        return -torch.nn.functional.binary_cross_entropy_with_logits(grbm.hidden_logits(z_), h_,
+                                                                     reduction="none").sum(-1)
+    log_alpha = (grbm.joint_energy(z, hid) - grbm.joint_energy(z_new, h_new)
+                 + log_q(z, z_new, h_new) - log_q(z_new, z, hid) + log_p_h(hid, z) - log_p_h(h_new, z_new))
+    accept = (torch.rand_like(log_alpha).log() < log_alpha)[:, None]
+    return torch.where(accept, z_new, z), torch.where(accept, h_new, hid), log_alpha
 
 
 class StepSize:

@@ -152,3 +152,27 @@ def test_a_compiled_mala_chain_samples_the_same_law_as_the_eager_one():
         out[compile_] = (z, tr.acceptance)
     assert torch.allclose(out[False][0], out[True][0], atol=1e-3)
     assert abs(out[False][1] - out[True][1]) < 1e-3
+
+
+def test_gibbs_kernels_reach_a_small_grbm():
+    """Block Gibbs and Metropolis Gibbs-Langevin from a far start: exact GRBM moments."""
+    from energyvae.mcmc.kernels import gibbs_langevin_step, gibbs_step
+    torch.manual_seed(6)
+    e = GRBMEnergy(4, 3, 1.0).double()
+    with torch.no_grad():
+        e.b.copy_(torch.tensor([0.5, -1.0, 0.2]))
+    mean, cov = grbm_moments(e)
+    z = 3.0 + torch.randn(8000, 4, dtype=torch.float64)
+    for _ in range(200):
+        z = gibbs_step(z, e)
+    _moments_ok(z, mean, cov, 0.08, 0.15)
+    r, k = 0.3, 5
+    decay = (1 - r) ** k
+    std = e.sigma * (2 * (1 - decay**2) / (2 - r)) ** 0.5
+    z = 3.0 + torch.randn(8000, 4, dtype=torch.float64)
+    h = e.sample_hidden(z)
+    with torch.no_grad():
+        for _ in range(300):
+            z, h, log_alpha = gibbs_langevin_step(z, h, e, decay, std)
+    _moments_ok(z, mean, cov, 0.08, 0.15)
+    assert 0.2 < float(log_alpha.clamp(max=0).exp().mean()) <= 1.0

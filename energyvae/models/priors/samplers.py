@@ -65,13 +65,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
 from ...registry import check
-from ...mcmc.kernels import StepSize, langevin_step, mala_step
-from .ebm import LATENT_SAMPLERS, LatentSampler, TraceRecorder, grad_fn
+from ...mcmc.kernels import StepSize, gibbs_langevin_step, gibbs_step, langevin_step, mala_step
+from ...mcmc.trace import TraceRecorder
+from .ebm import LATENT_SAMPLERS, LatentSampler, grad_fn
 from .energies import GRBMEnergy
 
 
@@ -229,7 +229,7 @@ class Gibbs(_Sampler):
     def sample(self, energy, n, init=None, trace=False):
         z, rec = self.start(energy, n, init), TraceRecorder(trace)
         for _ in range(self.steps):
-            z = energy.sample_visible(energy.sample_hidden(z))
+            z = gibbs_step(z, energy)
             rec(z, energy=energy)
         return z, rec.result()
 
@@ -263,33 +263,18 @@ class GibbsLangevin(_Sampler):
 
     @torch.no_grad()
     def sample(self, energy, n, init=None, trace=False):
-        z, rec, acc = self.start(energy, n, init), TraceRecorder(trace), []
+        z, rec = self.start(energy, n, init), TraceRecorder(trace)
+        acc = torch.zeros((), device=z.device)           # on the device: no host read per sweep
         h = energy.sample_hidden(z)
         decay = (1 - self.step_size) ** self.langevin_steps                       # a^K
         std = energy.sigma * (2 * (1 - decay**2) / (2 - self.step_size)) ** 0.5    # sqrt(v)
-
-        def log_q(z_to, z_from, h_from):        # ln q(z_to | z_from, h_from) up to a constant
-            c = energy.visible_mean(h_from)
-            return -0.5 * (((z_to - c - decay * (z_from - c)) / std) ** 2).sum(-1)
-
-        def log_p_h(h_, z_):                    # ln p(h | z)
-            return -F.binary_cross_entropy_with_logits(energy.hidden_logits(z_), h_,
-                                                       reduction="none").sum(-1)
-
         for _ in range(self.steps):
-            c = energy.visible_mean(h)
-            z_new = c + decay * (z - c) + std * torch.randn_like(z)
-            h_new = energy.sample_hidden(z_new)
-            if self.metropolis:
-                log_alpha = (energy.joint_energy(z, h) - energy.joint_energy(z_new, h_new)
-                             + log_q(z, z_new, h_new) - log_q(z_new, z, h)
-                             + log_p_h(h, z) - log_p_h(h_new, z_new))
-                accept = (torch.rand_like(log_alpha).log() < log_alpha)[:, None]
-                z_new, h_new = torch.where(accept, z_new, z), torch.where(accept, h_new, h)
-                acc.append(log_alpha.clamp(max=0).exp().mean().item() if trace else 0.0)
-            z, h = z_new, h_new
+            z, h, log_alpha = gibbs_langevin_step(z, h, energy, decay, std, metropolis=self.metropolis)
+            if log_alpha is not None:
+                acc = acc + log_alpha.clamp(max=0).exp().mean()
             rec(z, energy=energy)
-        return z, rec.result(acceptance=sum(acc) / len(acc) if acc else None, step_size=self.step_size)
+        rate = float(acc) / self.steps if self.metropolis and trace else None
+        return z, rec.result(acceptance=rate, step_size=self.step_size)
 
 
 @LATENT_SAMPLERS.register("gibbs_langevin", GibbsLangevinParams)
