@@ -12,7 +12,10 @@ trained runs and cached evaluations and writes the table.
 Nets (configs/grbm_ssm_fashion.yaml, paper 002's MNIST nets): 784-256-256 ELU encoder, latent
 64, Bernoulli decoder, Adam 1e-3 (VAE), batch 64. Priors: N(0, I); VampPrior (16
 pseudo-inputs); GRBM 64 x 64 trained by sliced score matching (SSM) and by adversarial CD
-(Adv.), Adam 2e-4 (the paper); the exponentially tilted MLP prior of Pang et al. (2020),
+(Adv.), Adam 2e-4 (the paper), and by maximum likelihood (ML: persistent CD with
+Gibbs-Langevin negatives, Adam 1e-3; schemes/ml.py); every GRBM starts from W std 1 / sqrt(m + h)
+(issue 30; runs with the old W std 0.01 are refused as stale); the exponentially tilted MLP
+prior of Pang et al. (2020),
 E(z) = f(z) + ||z||^2 / 2 with f 64-200-200-1, trained by short-run CD with their Langevin
 (60 steps, s = 0.4, i.e. h = 0.08) and their prior optimiser (Adam 2e-5, betas 0.5 / 0.999);
 EVaLP (paper 003) with the same tilted energy and a flow or an implicit sampler network S.
@@ -56,6 +59,7 @@ MODELS = {
     "VampPrior (16)": ["model.prior={name: vamp, components: 16}"],
     "GRBM-SSM": [f"model.prior={{name: ebm, energy: {GRBM}, scheme: {{name: ssm}}}}"],
     "GRBM-Adv.": [f"model.prior={{name: ebm, energy: {GRBM}, scheme: {{name: adversarial}}}}"],
+    "GRBM-ML": [f"model.prior={{name: ebm, energy: {GRBM}, scheme: {{name: ml}}}}"],
     "tilted short-run CD": [f"model.prior={{name: ebm, energy: {TILTED}, scheme: {{name: short_run, "
                             "lr: 2.0e-5, betas: [0.5, 0.999]}}"],
     "EVaLP (flow S)": [f"model.prior={{name: ebm, energy: {TILTED}, scheme: {{name: evalp, sampler_net: flow}}}}"],

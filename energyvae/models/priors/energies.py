@@ -40,12 +40,23 @@ from .ebm import ENERGIES, LatentEnergy
 # ----------------------------------------------------------------------------------- GRBM
 @dataclass
 class GRBMParams:
-    hidden: int = 64          # number of binary hidden units
-    init_std: float = 0.01    # std of the initial W (mu = 0, sigma = 1, b = 0): p starts ~ N(0, I)
+    """``init_std``: the std of the initial W (mu = 0, sigma = 1, b = 0); None (the default) is
+    1 / sqrt(m + h), the initialisation of Liao et al. (2022)'s GRBM code (github.com/DSL-Lab/GRBM,
+    ``grbm.py``: ``nn.init.normal_(W, std=init_var / sqrt(visible + hidden))`` with ``init_var``
+    = 1, which also sets the initial variance sigma^2 = 1): 0.088 for m = h = 64.
+
+    Why not a near-zero W (the old default 0.01, still available as ``init_std: 0.01``): the
+    aggregate posterior of a VAE is whitened by construction, and with W ~ N(0, 0.01^2), b = 0
+    the GRBM is N(0, I) up to O(|W|^2) and sits on a saddle: the gradient towards non-Gaussian
+    structure is O(|W|^3) ~ 1e-5 against batch noise ~ 0.1, so at a prior lr of 2e-4 W only
+    random-walks (issue 30; tests/models/priors/test_ml_scheme.py is the regression test)."""
+    hidden: int = 64                  # number of binary hidden units
+    init_std: float | None = None     # None: 1 / sqrt(latent_dim + hidden) (Liao et al.)
 
     def __post_init__(self):
         check(self.hidden >= 1, f"hidden: must be >= 1, got {self.hidden}")
-        check(self.init_std >= 0, f"init_std: must be >= 0, got {self.init_std}")
+        check(self.init_std is None or self.init_std >= 0,
+              f"init_std: must be >= 0 or null, got {self.init_std}")
 
 
 class GRBMEnergy(LatentEnergy):
@@ -62,8 +73,10 @@ class GRBMEnergy(LatentEnergy):
         p(z | h) = N(mu + W h, diag(sigma^2))                   (complete the square in z).
     """
 
-    def __init__(self, latent_dim: int, hidden: int, init_std: float):
+    def __init__(self, latent_dim: int, hidden: int, init_std: float | None = None):
         super().__init__()
+        if init_std is None:                            # Liao et al. (GRBMParams)
+            init_std = 1.0 / math.sqrt(latent_dim + hidden)
         self.mu = nn.Parameter(torch.zeros(latent_dim))
         self.log_sigma = nn.Parameter(torch.zeros(latent_dim))
         self.W = nn.Parameter(init_std * torch.randn(latent_dim, hidden))
