@@ -20,7 +20,7 @@ from ..registry import check, keep_parsed, parsed
 from .base import (CALIBRATORS, MODELS, POSTERIORS, PRIORS, RECONSTRUCTIONS, Calibrator, HasCalibrators, Model,
                    ModelContext, StepState, UpdateSpec)
 from .posterior import Posterior
-from .priors.base import Prior
+from .priors.base import LOG_2PI, Prior
 from .reconstruction.base import Reconstruction
 
 
@@ -157,7 +157,15 @@ class VAE(HasCalibrators, Model):
     def kl(self, q, z):
         """KL(q || p) per example: analytic if the prior has it; else, for a prior that offers
         ``expected_energy(q, z)`` (an estimate of E_q[-ln p] with its Gaussian parts in closed
-        form, EBM priors), -H(q) + that; else ln q(z) - ln p(z) at the sample z."""
+        form, EBM priors), -H(q) + that; else the control-variate form
+
+            KL(q || N(0, I)) (closed form) + ln N(z; 0, I) - ln p(z)   at the sample z,
+
+        which has the expectation of the one-sample ln q(z) - ln p(z) (their difference,
+        ln q(z) - ln N(z) - KL(q || N), has mean zero under q) and a far lower variance for a
+        prior near N(0, I) (VampPrior, a flow prior): tests/models/test_kl_control_variate.py.
+        A prior with ``kl_control_variate`` False (an EBM prior with ``kl_term: one_sample``,
+        Alg. 1 as printed) keeps the one-sample form. Leading sample dimensions of z are averaged."""
         kl = self.prior.kl(q)
         if kl is not None:
             return kl
@@ -166,7 +174,12 @@ class VAE(HasCalibrators, Model):
         cross = self.prior.expected_energy(q, z)
         if cross is not None:
             return cross - q.entropy()
-        return q.log_prob(z) - self.prior.log_prob(z)
+        if not self.prior.kl_control_variate:
+            return q.log_prob(z) - self.prior.log_prob(z)
+        cv = -0.5 * (z.pow(2) + LOG_2PI).sum(-1) - self.prior.log_prob(z)      # ln N(z) - ln p(z)
+        if cv.dim() > 1:
+            cv = cv.reshape(-1, cv.shape[-1]).mean(0)
+        return q.kl_standard_normal() + cv
 
     def terms(self, x):
         """Per-example reconstruction and KL terms, and the posterior sample used."""

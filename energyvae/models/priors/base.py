@@ -25,6 +25,10 @@ class Prior(Component, ABC):
         NCP's reweighted prior keeps the KL to its normalised base)."""
         return self.normalized
 
+    #: whether the VAE may estimate KL(q || p) by the control-variate form (vae.py, ``VAE.kl``):
+    #: same expectation as the one-sample ln q - ln p, lower variance
+    kl_control_variate: bool = True
+
     @property
     def vae_stop(self) -> int | None:
         """The step at which the VAE update stops (a two-stage prior), or None."""

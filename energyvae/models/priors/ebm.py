@@ -233,6 +233,11 @@ class EBMPrior(Prior):
     def kl_normalized(self) -> bool:
         return self.scheme.kl_normalized
 
+    @property
+    def kl_control_variate(self) -> bool:
+        """False with ``kl_term: one_sample`` (Alg. 1 as printed, kept literal for the ablation)."""
+        return self.kl_term != "one_sample"
+
     def sample_traced(self, n: int):
         """(n samples of the MCMC sampler, its ChainTrace), bypassing a scheme's own generator."""
         return self.sample(n, trace=True)
