@@ -195,7 +195,7 @@ def main() -> None:
     rows, sampler_rows, notes = {}, {}, []
     for name in models:
         per_seed = {c: [] for c in ("nll", "bits_per_dim", "d_nll", "d_nll_se", "d_bpd", "ais_log_z",
-                                    "ais_stderr", "log_z_qagg_bound", "fid", "rhat", "sec_per_1000",
+                                    "ais_stderr", "ais_ess", "log_z_qagg_bound", "fid", "rhat", "sec_per_1000",
                                     "train_seconds")}
         table_seeds = seeds_for(name) if name != BASELINE else seeds_for(BASELINE)[:1]
         for s in table_seeds:
@@ -209,10 +209,13 @@ def main() -> None:
             per_seed["bits_per_dim"].append(ll.get("bits_per_dim", math.nan) if ok else math.nan)
             if name != BASELINE:
                 per_seed["d_nll"].append(d["mean"] if ok else math.nan)
-                per_seed["d_nll_se"].append(d["stderr"])
+                # ln Z is one estimate shared by every image: its error adds in quadrature
+                ais_se = ll["ais"]["stderr"] if "ais" in ll else 0.0
+                per_seed["d_nll_se"].append(math.hypot(d["stderr"], ais_se))
                 per_seed["d_bpd"].append(nats_to_bits_per_dim(d["mean"], ll["dims"]) if ok and ll.get("dims")
                                          else math.nan)
-            for col, k in (("ais_log_z", "log_z"), ("ais_stderr", "stderr"), ("log_z_qagg_bound", "log_z_qagg_bound")):
+            for col, k in (("ais_log_z", "log_z"), ("ais_stderr", "stderr"), ("ais_ess", "ess"),
+                           ("log_z_qagg_bound", "log_z_qagg_bound")):
                 if "ais" in ll:
                     per_seed[col].append(ll["ais"][k])
             default = (e["samplers"].get("S (no MCMC)") or e["samplers"].get("MALA (default: 2000 steps)")
@@ -267,7 +270,7 @@ def main() -> None:
     seeds = (" ".join(map(str, args.seeds)) if len(set(used.values())) == 1 else
              "; ".join(f"{n}: {s}" for n, s in used.items()))
     steps = {n: json.loads((runs_dir / f"{slug(n)}_s{args.seeds[0]}" / "metrics.json").read_text())["train"].get("steps")
-             for n in models}
+             for n in models if seeds_for(n)}
     lines = header(f"Paper 002, Table 2 on binarised {args.dataset}: EBM latent priors, paired",
                    f"{args.epochs} epochs ({steps[BASELINE]} steps) x batch 64 per model, seeds {seeds}",
                    now() - t0, {})
@@ -275,7 +278,8 @@ def main() -> None:
               f"(256 chains, {args.ais_temps} temperatures, MALA); nats, lower is better; every model sees the same "
               "binarised images (seed 0)",
               f"- ΔNLL: paired per-image difference to {BASELINE} (negative: better) ± its standard error "
-              "(std of the per-image differences / sqrt(n)); Δbpd the same in bits/dim; with several seeds: "
+              "(std of the per-image differences / sqrt(n), with the AIS ln Z stderr added in quadrature for EBM "
+              "priors: ln Z is one estimate shared by every image); AIS ESS of 256 chains beside it; Δbpd the same in bits/dim; with several seeds: "
               "the mean over seeds, then each seed's difference ± its paired stderr (the spread over seeds "
               "is the training noise), and the other cells mean ± sd over seeds",
               f"- FID: {args.n} samples from the model's default generator (MALA, 2000 steps, for the EBM priors, S for "
@@ -285,12 +289,13 @@ def main() -> None:
               "mixed: < 1.05 with |drift| < 4); sec/1000: sampler + decoder wall seconds per 1000 samples",
               f"- figure: {fig.name}",
               *notes, "",
-              "| prior | NLL | ΔNLL vs N(0, I) | Δbpd | bits/dim | AIS ln Z | AIS stderr | ln Z bound (q_agg) "
+              "| prior | NLL | ΔNLL vs N(0, I) | Δbpd | bits/dim | AIS ln Z | AIS stderr | AIS ESS | ln Z bound (q_agg) "
               "| FID | R-hat | sec/1000 | train s |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {cell(r['nll'], '.2f')} | {paired_cell(r)} | {cell(r['d_bpd'], '+.4f')} | "
                      f"{cell(r['bits_per_dim'], '.4f')} | {cell(r['ais_log_z'], '.2f')} | {cell(r['ais_stderr'], '.3f')} | "
+                     f"{cell(r.get('ais_ess', []), '.0f')} | "
                      f"{cell(r['log_z_qagg_bound'], '.2f')} | {cell(r['fid'], '.2f')} | {cell(r['rhat'], '.3f')} | "
                      f"{cell(r['sec_per_1000'], '.3f')} | {cell(r['train_seconds'], '.0f')} |")
     lines += ["", "## Samplers on the trained energies", "",

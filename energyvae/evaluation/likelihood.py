@@ -71,7 +71,7 @@ def test_log_likelihood(model, data, *, k: int = 100, max_examples: int = 1000, 
                           "ess": float(res.ess), "acceptance": float(res.acceptance)}
             bound = log_z_aggregate_posterior_bound(model, data, seed=seed)
             out["ais"]["log_z_qagg_bound"] = bound
-            if bound > log_z + max(3 * log_z_err, 1.0):
+            if bound > log_z + max(3 * log_z_err, 0.2):   # 0.2 nats: a gap a paired NLL would notice
                 out["nll_unreliable"] = (
                     f"AIS ln Z = {log_z:.2f} is below the importance-sampling lower bound {bound:.2f} "
                     "from the aggregate posterior: the AIS chains missed the energy's modes, so the NLL "
