@@ -49,7 +49,7 @@ class GRBMParams:
     aggregate posterior of a VAE is whitened by construction, and with W ~ N(0, 0.01^2), b = 0
     the GRBM is N(0, I) up to O(|W|^2) and sits on a saddle: the gradient towards non-Gaussian
     structure is O(|W|^3) ~ 1e-5 against batch noise ~ 0.1, so at a prior lr of 2e-4 W only
-    random-walks (issue 30; tests/models/priors/test_ml_scheme.py is the regression test)."""
+    random-walks (tests/models/priors/test_ml_scheme.py is the regression test)."""
     hidden: int = 64                  # number of binary hidden units
     init_std: float | None = None     # None: 1 / sqrt(latent_dim + hidden) (Liao et al.)
 

@@ -28,7 +28,7 @@ every update (a Gibbs step, so only z needs to persist). For any other energy MA
 (``mcmc.kernels.mala_step``) with a step size adapted across updates towards acceptance 0.57
 (its log is a buffer too).
 
-Settings and why (issue 30, ``tests/models/priors/test_ml_scheme.py``):
+Settings and why (measured in ``tests/models/priors/test_ml_scheme.py``):
 
 - ``lr`` 1e-3 (Adam, betas 0.9 / 0.999). Chosen by a sweep over 2e-4, 1e-3, 3e-3 of this
   scheme on a whitened 2-D two-component mixture (components at +-2 with std 0.5 along one axis,
