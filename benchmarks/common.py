@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from energyvae.config import dump_config, load_config
+from energyvae.errors import EnergyVAEError
 from energyvae.commands.evaluate import evaluate_run
 from energyvae.commands.train import train_run
 
@@ -101,9 +102,17 @@ def run_variants(variants: dict[str, list[str]], *, config: str, common: list[st
 
 def check_cached(run_dir: Path, cfg) -> None:
     """A reused run folder must hold the run this config asks for (a budget or an override
-    changed since it was trained would otherwise be reported under the new settings)."""
+    changed since it was trained would otherwise be reported under the new settings). The saved
+    config is loaded with today's defaults, so a key added to the library since (whose default
+    keeps the old behaviour) does not invalidate a run; a changed value or default does."""
     saved = run_dir / "config.yaml"
-    if saved.exists() and saved.read_text() != dump_config(cfg):
+    if not saved.exists():
+        return
+    try:        # re-validated: a key added since (with its default) is filled in, as on resume
+        old = dump_config(load_config(saved))
+    except EnergyVAEError:
+        old = None
+    if old != dump_config(cfg):
         raise SystemExit(f"{run_dir}: the cached run was trained with another config than this "
                          f"benchmark asks for now; delete the folder or point the benchmark elsewhere")
 

@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="train / evaluate only these models (no table)")
     ap.add_argument("--all-seeds-for", nargs="*", default=None,
                     help="only these models get every seed, the others the first (default: all models)")
+    ap.add_argument("--name", default=None, help="results file name (default ebm_prior_DATASET)")
     ap.add_argument("--existing-only", action="store_true",
                     help="train nothing: each model gets those of its seeds whose runs are finished")
     args = ap.parse_args()
@@ -168,6 +169,8 @@ def main() -> None:
         if args.existing_only:
             seeds = [s for s in seeds if finished(run_path(runs_dir, name, s))]
         return seeds
+    if args.existing_only:      # a model none of whose runs is finished has no row
+        models = {k: v for k, v in models.items() if seeds_for(k)}
     t0 = now()
     trained = run_variants(models, config=CONFIGS[args.dataset],
                            common=[f"data.name={args.dataset}", f"train.epochs={args.epochs}", "train.steps=null",
@@ -189,7 +192,8 @@ def main() -> None:
     grids = {s: retime(runs_dir, [n for n in models if s in seeds_for(n)], s, ev, rounds=args.timing_rounds)
              for s in args.seeds}
     from energyvae.viz.analysis import plot_beta_walk
-    fig = plot_beta_walk(grids[args.seeds[0]], RESULTS / f"ebm_prior_{args.dataset}_samples.png", label="prior",
+    out_name = args.name or f"ebm_prior_{args.dataset}"
+    fig = plot_beta_walk(grids[args.seeds[0]], RESULTS / f"{out_name}_samples.png", label="prior",
                          title=f"samples (decoder mean, default generator), binarised {args.dataset}, "
                                f"seed {args.seeds[0]}")
     rows, sampler_rows, notes = {}, {}, []
@@ -307,7 +311,7 @@ def main() -> None:
         lines.append(f"| {name} | {cell(r['fid'], '.2f')} | {cell(r['rhat'], '.3f')} | {cell(r['drift'], '.1f')} | "
                      f"{cell(r['ess_min'], '.0f')} | "
                      f"{cell(r['acceptance'], '.3f')} | {cell(r['sec_per_1000'], '.3f')} |")
-    write(f"ebm_prior_{args.dataset}", lines, {"models": rows, "samplers": sampler_rows})
+    write(out_name, lines, {"models": rows, "samplers": sampler_rows})
 
 
 if __name__ == "__main__":
