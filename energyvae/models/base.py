@@ -168,7 +168,7 @@ class Calibrator(Component, ABC):
         """(scalar loss added to the main update, logs)."""
 
     def refine(self, model: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} does not refine samples (refines is False)")
+        raise TypeError(f"{type(self).__name__} does not refine samples (its `refines` is False)")
 
 
 class HasCalibrators:

@@ -245,7 +245,7 @@ def test_global_batch_norm_under_two_gloo_processes_equals_one_process(tmp_path)
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-3000:]
-    got = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    got = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))

@@ -21,7 +21,7 @@ class Reconstruction(Component, ABC):
         return tuple(data_shape)
 
     def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is not a likelihood")
+        raise TypeError(f"{type(self).__name__} is not a likelihood (its `likelihood` is False): no log_prob")
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return out
