@@ -56,19 +56,24 @@ def _positive_ints(values, what: str) -> list[int]:
 
 
 @dataclass
-class ResNetEnergyParams:
+class ResNetShapeParams:
+    """What every ResNet energy shares (``resnet`` here, ``msresnet`` in msresnet.py)."""
     channels: list[int] = field(default_factory=lambda: [128, 256, 256, 256])   # width per stage
     blocks: int = 2                      # residual blocks per stage
     head: int = 2048                     # hidden width of the output MLP
     activation: Act = "leaky_relu"
     spectral_norm: bool = True
     pool: Literal["mean", "sum"] = "mean"
-    downsample: Literal["avg", "blur", "stride"] = "avg"
 
     def __post_init__(self):
         self.channels = _positive_ints(self.channels, "channels")
         check(1 <= self.blocks <= 256, f"blocks: must be in [1, 256], got {self.blocks}")
         check(self.head >= 1, f"head: must be >= 1, got {self.head}")
+
+
+@dataclass
+class ResNetEnergyParams(ResNetShapeParams):
+    downsample: Literal["avg", "blur", "stride"] = "avg"
 
 
 class ResBlock(nn.Module):

@@ -32,32 +32,24 @@ convolutions Kaiming-normal (fan in, linear gain), Linear N(0, 0.01), biases 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..registry import check
-from .energy import DATA_ENERGIES, Act, ResBlock, _act, _positive_ints, _sn
+from .energy import DATA_ENERGIES, ResBlock, ResNetShapeParams, _act, _positive_ints, _sn
 
 
 @dataclass
-class MSResNetEnergyParams:
-    channels: list[int] = field(default_factory=lambda: [128, 256, 256, 256])   # width per stage
-    blocks: int = 2                      # residual blocks per stage
-    head: int = 2048                     # hidden width of the output MLP
-    activation: Act = "leaky_relu"
-    spectral_norm: bool = True
-    pool: Literal["mean", "sum"] = "mean"
+class MSResNetEnergyParams(ResNetShapeParams):
     tau: float = 1.0                     # the output is E_net / tau (authors: 1e-5, see above)
     scales: list[int] = field(default_factory=lambda: [1, 2, 4])   # average-pool factor per branch
 
     def __post_init__(self):
-        self.channels = _positive_ints(self.channels, "channels")
+        super().__post_init__()
         self.scales = _positive_ints(self.scales, "scales")
-        check(1 <= self.blocks <= 256, f"blocks: must be in [1, 256], got {self.blocks}")
-        check(self.head >= 1, f"head: must be >= 1, got {self.head}")
         check(self.tau > 0, f"tau: must be > 0, got {self.tau}")
 
 
